@@ -1,0 +1,5 @@
+"""Tables and schemas of idcard-workflow."""
+
+from models.tables import Application, Base, TransitionLog
+
+__all__ = ["Application", "Base", "TransitionLog"]

@@ -1,0 +1,174 @@
+"""Pydantic schemas: the commands coming in and the views going out."""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from models.citizen_id import mask_citizen_id, normalize_citizen_id
+from models.enums import (
+    NATIONAL_FEE,
+    RENEWALS,
+    UNIT_DIGITS,
+    Document,
+    FeeWaiver,
+    Kind,
+    RejectionGround,
+    Role,
+    State,
+)
+
+
+def _no_control_characters(value: str) -> str:
+    if any(unicodedata.category(c) in {"Cc", "Cs"} for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _citizen_id(value: str) -> str:
+    return normalize_citizen_id(value)
+
+
+CitizenId = Annotated[str, StringConstraints(max_length=64), AfterValidator(_citizen_id)]
+"""A GB 11643 citizen identity number; lowercase ``x`` is accepted and stored as ``X``."""
+
+DivisionCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+"""A 6-digit administrative-division code (GB/T 2260), checked for shape only."""
+
+Text = Annotated[str, AfterValidator(_no_control_characters)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+
+class Actor(_Frozen):
+    """Who fires a command: an identifier, a role and the unit the actor works in.
+
+    ``unit`` is the 6-digit division code of the county for acceptance clerks and household-
+    registration reviewers, and the 2-digit province code for card producers.
+    """
+
+    id: Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    role: Role
+    unit: Annotated[str, StringConstraints(pattern=r"^[0-9]{2}([0-9]{4})?$")]
+
+    @model_validator(mode="after")
+    def _unit_fits_role(self) -> Self:
+        digits = UNIT_DIGITS[self.role]
+        if len(self.unit) != digits:
+            raise ValueError(f"unit of a {self.role} must be a {digits}-digit division code")
+        return self
+
+
+class SubmitApplication(_Frozen):
+    """The remote-acceptance registration form, as filled in at the acceptance point."""
+
+    kind: Kind
+    citizen_id: CitizenId
+    name: Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    hukou_region: DivisionCode
+    acceptance_region: DivisionCode
+    documents: frozenset[Document]
+    fee_paid: Annotated[Decimal, Field(allow_inf_nan=False)]
+    fee_waiver: FeeWaiver | None = None
+
+    @model_validator(mode="after")
+    def _documents_and_fee_fit_the_kind(self) -> Self:
+        if self.kind in RENEWALS and Document.RESIDENT_ID_CARD not in self.documents:
+            raise ValueError(f"documents: a {self.kind} needs the current resident_id_card")
+        if self.kind is Kind.REPLACEMENT and not (
+            self.documents & {Document.HOUSEHOLD_REGISTER, Document.RESIDENCE_PERMIT}
+        ):
+            raise ValueError(
+                "documents: a replacement needs the household_register or the residence_permit"
+            )
+        due = Decimal(0) if self.fee_waiver is not None else NATIONAL_FEE[self.kind]
+        if self.fee_paid != due:
+            reason = f"waived ({self.fee_waiver})" if self.fee_waiver else f"the fee for {self.kind}"
+            raise ValueError(f"fee_paid must be {due} yuan, {reason}; got {self.fee_paid}")
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for key, value in super().__repr_args__():
+            yield key, mask_citizen_id(value) if key == "citizen_id" else value
+
+
+class RejectPayload(_Frozen):
+    """What the household-registration reviewer gives when refusing an application."""
+
+    ground: RejectionGround
+    note: Annotated[Text, StringConstraints(max_length=2000)] = ""
+
+
+class CollectPayload(_Frozen):
+    """What the clerk checks when the applicant comes for the card."""
+
+    receipt_no: Annotated[str, StringConstraints(max_length=64)]
+    old_card_returned: bool = False
+
+
+class NoPayload(_Frozen):
+    """An event that takes no arguments beyond the actor."""
+
+
+class ApplicationView(_Frozen):
+    """An application as the library reports it. Every datetime is timezone-aware UTC."""
+
+    id: uuid.UUID
+    kind: Kind
+    state: State
+    citizen_id: str
+    name: str
+    hukou_region: str
+    acceptance_region: str
+    documents: frozenset[Document]
+    fee_paid: Decimal
+    fee_waiver: FeeWaiver | None
+    receipt_no: str
+    version: int
+    submitted_at: AwareDatetime
+    due_at: AwareDatetime
+    review_due_at: AwareDatetime | None
+    rejection_ground: RejectionGround | None
+    rejection_note: str | None
+    old_card_returned: bool
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for key, value in super().__repr_args__():
+            yield key, mask_citizen_id(value) if key == "citizen_id" else value
+
+
+class TransitionRecord(_Frozen):
+    """One entry of a record's history, oldest first; ``details`` holds the facts checked."""
+
+    seq: int
+    event: str
+    from_state: str | None
+    to_state: str
+    actor_id: str
+    actor_role: Role
+    actor_unit: str
+    at: AwareDatetime
+    details: dict[str, Any]
+
+
+def utc(value: datetime) -> datetime:
+    """The same instant with ``tzinfo=UTC``; a naive value is refused."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must be a timezone-aware datetime")
+    return value.astimezone(UTC)

@@ -1,0 +1,177 @@
+"""SQLAlchemy tables: the applications and the append-only transition log.
+
+The transition log is shared by every process the library runs (its ``machine`` column says
+which); the state tables each hold one kind of record with its ``state`` and ``version``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from models.enums import FeeWaiver, Kind, RejectionGround, State
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+CLOSED_STATES: tuple[State, ...] = (State.REJECTED, State.COLLECTED)
+"""The machine's final states; a test checks this against `ApplicationMachine.final_states`."""
+
+AWAITING_CARD_STATES: tuple[State, ...] = (
+    State.SUBMITTED,
+    State.TRANSMITTED,
+    State.APPROVED,
+    State.PRODUCED,
+)
+"""States from which the card is still on its way (the 60-day limit runs); checked by a test."""
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """An aware UTC datetime on every database: stored as UTC, read back with ``tzinfo=UTC``."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("datetimes stored by idcard-workflow must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _one_of(column: str, values: Any, *, negate: bool = False) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} {'NOT IN' if negate else 'IN'} ({quoted})"
+
+
+# Conditions of the partial indexes, as literal SQL: a query that repeats one word for word is
+# answered from that index (SQLite can't match a bound parameter against an index condition).
+OPEN_CONDITION = _one_of("state", CLOSED_STATES, negate=True)
+AWAITING_CARD_CONDITION = _one_of("state", AWAITING_CARD_STATES)
+AWAITING_REVIEW_CONDITION = _one_of("state", (State.TRANSMITTED,))
+
+
+class Base(DeclarativeBase):
+    """The declarative base whose metadata the shipped migrations build."""
+
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Application(Base):
+    """One remote-acceptance application for a resident identity card."""
+
+    __tablename__ = "applications"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    state: Mapped[str] = mapped_column(sa.String(20))
+    version: Mapped[int] = mapped_column(sa.Integer)
+    citizen_id: Mapped[str] = mapped_column(sa.String(18))
+    name: Mapped[str] = mapped_column(sa.String(64))
+    hukou_region: Mapped[str] = mapped_column(sa.String(6))
+    acceptance_region: Mapped[str] = mapped_column(sa.String(6))
+    documents: Mapped[list[str]] = mapped_column(sa.JSON)
+    fee_paid: Mapped[Decimal] = mapped_column(sa.Numeric(8, 2))
+    fee_waiver: Mapped[str | None] = mapped_column(sa.String(32))
+    receipt_no: Mapped[str] = mapped_column(sa.String(32))
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    review_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rejection_ground: Mapped[str | None] = mapped_column(sa.String(32))
+    rejection_note: Mapped[str | None] = mapped_column(sa.Text)
+    old_card_returned: Mapped[bool] = mapped_column(sa.Boolean(create_constraint=False))
+
+    __table_args__ = (
+        sa.CheckConstraint(_one_of("state", State), name="state"),
+        sa.CheckConstraint(_one_of("kind", Kind), name="kind"),
+        sa.CheckConstraint(
+            "fee_waiver IS NULL OR " + _one_of("fee_waiver", FeeWaiver), name="fee_waiver"
+        ),
+        sa.CheckConstraint(
+            "rejection_ground IS NULL OR " + _one_of("rejection_ground", RejectionGround),
+            name="rejection_ground",
+        ),
+        sa.CheckConstraint("version >= 1", name="version"),
+        sa.UniqueConstraint("receipt_no"),
+        # One open application per citizen: the database refuses a second one.
+        sa.Index(
+            "uq_applications_open_citizen",
+            "citizen_id",
+            unique=True,
+            sqlite_where=sa.text(OPEN_CONDITION),
+            postgresql_where=sa.text(OPEN_CONDITION),
+        ),
+        # The overdue queries read these partial indexes only: flat in table size.
+        sa.Index(
+            "ix_applications_overdue",
+            "due_at",
+            sqlite_where=sa.text(AWAITING_CARD_CONDITION),
+            postgresql_where=sa.text(AWAITING_CARD_CONDITION),
+        ),
+        sa.Index(
+            "ix_applications_overdue_review",
+            "review_due_at",
+            sqlite_where=sa.text(AWAITING_REVIEW_CONDITION),
+            postgresql_where=sa.text(AWAITING_REVIEW_CONDITION),
+        ),
+    )
+
+
+class TransitionLog(Base):
+    """One row per transition of any record of any machine; rows are only ever appended."""
+
+    __tablename__ = "transition_log"
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    machine: Mapped[str] = mapped_column(sa.String(32))
+    record_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    seq: Mapped[int] = mapped_column(sa.Integer)
+    event: Mapped[str] = mapped_column(sa.String(32))
+    from_state: Mapped[str | None] = mapped_column(sa.String(32))
+    to_state: Mapped[str] = mapped_column(sa.String(32))
+    actor_id: Mapped[str] = mapped_column(sa.String(64))
+    actor_role: Mapped[str] = mapped_column(sa.String(32))
+    actor_unit: Mapped[str] = mapped_column(sa.String(6))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    details: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+
+    __table_args__ = (
+        # A history never has two entries at one position: racing writers can't both append.
+        sa.UniqueConstraint("machine", "record_id", "seq"),
+        sa.CheckConstraint("seq >= 1", name="seq"),
+    )
+
+
+__all__ = [
+    "AWAITING_CARD_CONDITION",
+    "AWAITING_CARD_STATES",
+    "AWAITING_REVIEW_CONDITION",
+    "OPEN_CONDITION",
+    "Application",
+    "Base",
+    "CLOSED_STATES",
+    "TransitionLog",
+    "UTCDateTime",
+]

@@ -1,0 +1,61 @@
+"""idcard-workflow: remote acceptance of resident identity cards as a persisted state machine.
+
+The public API; see ``docs/embedding.md``.
+"""
+
+from models import Base
+from models.enums import Document, FeeWaiver, Kind, RejectionGround, Role, State
+from models.schemas import (
+    Actor,
+    ApplicationView,
+    SubmitApplication,
+    TransitionRecord,
+)
+from workflow.db import current_revision, downgrade, head_revision, upgrade
+from workflow.errors import (
+    ConcurrentUpdate,
+    ConfigurationError,
+    DuplicateApplication,
+    GuardFailed,
+    IllegalTransition,
+    NotFound,
+    PermissionDenied,
+    SchemaOutOfDate,
+    StorageError,
+    WorkflowError,
+)
+from workflow.machine import APPLICATION, ApplicationMachine
+from workflow.service import Workflow
+from workflow.store import create_engine
+
+__all__ = [
+    "APPLICATION",
+    "Actor",
+    "ApplicationMachine",
+    "ApplicationView",
+    "Base",
+    "ConcurrentUpdate",
+    "ConfigurationError",
+    "Document",
+    "DuplicateApplication",
+    "FeeWaiver",
+    "GuardFailed",
+    "IllegalTransition",
+    "Kind",
+    "NotFound",
+    "PermissionDenied",
+    "RejectionGround",
+    "Role",
+    "SchemaOutOfDate",
+    "State",
+    "StorageError",
+    "SubmitApplication",
+    "TransitionRecord",
+    "Workflow",
+    "WorkflowError",
+    "create_engine",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "upgrade",
+]

@@ -1,0 +1,208 @@
+"""A process definition compiled from a python-statemachine `StateMachine` class.
+
+Generic: nothing here knows the application process. A machine class declares its states and
+transitions with python-statemachine, its guards as validators built from `Guard`, and who may
+fire each event in a ``rules`` class attribute. `Definition.of` reads all of that once, at import
+time, into plain lookup tables the engine uses on every command, so no machine instance is built
+per command. `Definition.replay` runs a history through a real machine instance instead, which is
+how tests and verification prove the two agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+from statemachine import StateMachine
+
+from workflow.errors import GuardFailed, PermissionDenied
+
+Record = Any
+"""A stored record with attribute access to its columns (a SQLAlchemy ``Row``)."""
+
+Payload = BaseModel
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A condition an event must meet, with the business rule in words for auditors.
+
+    ``check(record, payload)`` says whether it holds; ``facts(record, payload)`` is what the
+    transition log records about it.
+    """
+
+    name: str
+    rule: str
+    check: Callable[[Record, Any], bool]
+    facts: Callable[[Record, Any], Mapping[str, Any]]
+    validator: Callable[..., None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        guard = self
+
+        # python-statemachine calls validators with the event's keyword arguments and the bound
+        # model; whatever a validator raises reaches the caller unchanged.
+        def validator(*args: Any, **kwargs: Any) -> None:
+            event = kwargs.get("event")
+            event_id = str(getattr(event, "id", event))
+            if not guard.check(kwargs["record"], kwargs.get("payload")):
+                raise GuardFailed(event_id, guard.name, guard.rule)
+
+        validator.__name__ = validator.__qualname__ = f"guard_{self.name}"
+        validator.guard = self  # type: ignore[attr-defined]
+        object.__setattr__(self, "validator", validator)
+
+
+@dataclass(frozen=True)
+class Permission:
+    """Which role may fire an event, and which unit it must belong to.
+
+    The actor's unit must equal the first ``unit_digits`` characters of the record's
+    ``unit_field`` (a division code); ``unit_field=None`` means any unit.
+    """
+
+    role: str
+    unit_field: str | None
+    unit_digits: int = 6
+    description: str = ""
+
+    def require(self, event: str, actor: Any, record: Record) -> None:
+        """Raise `PermissionDenied` unless ``actor`` may fire ``event`` on ``record``."""
+        if actor.role != self.role:
+            raise PermissionDenied(event, str(actor.role), f"only a {self.role} may {event}")
+        if self.unit_field is None:
+            return
+        expected = str(getattr(record, self.unit_field))[: self.unit_digits]
+        if actor.unit != expected:
+            raise PermissionDenied(
+                event,
+                str(actor.role),
+                f"actor's unit {actor.unit} is not the record's {self.unit_field} {expected}",
+            )
+
+
+@dataclass(frozen=True)
+class EventRule:
+    """What an event needs besides its transitions: who fires it, its payload, its effect.
+
+    ``effect(record, payload, now)`` returns the columns to set besides state and version.
+    """
+
+    permission: Permission
+    payload: type[BaseModel]
+    effect: Callable[[Record, Any, datetime], Mapping[str, Any]] | None = None
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One arrow of the machine: ``event`` takes ``source`` to ``target`` if all guards hold."""
+
+    event: str
+    source: str
+    target: str
+    guards: tuple[Guard, ...]
+
+
+class DefinitionError(Exception):
+    """A machine class is not a complete definition (raised at import time)."""
+
+
+@dataclass(frozen=True)
+class Definition:
+    """The lookup tables of one machine class; build it with `Definition.of`."""
+
+    name: str
+    machine: type[StateMachine]
+    states: tuple[str, ...]
+    initial: str
+    finals: frozenset[str]
+    transitions: Mapping[tuple[str, str], Transition]
+    events: Mapping[str, EventRule]
+    creation: Permission
+    creation_event: str
+
+    @classmethod
+    def of(cls, machine: type[StateMachine], *, name: str) -> Definition:
+        rules: Mapping[str, EventRule] = getattr(machine, "rules", {})
+        creation: Permission | None = getattr(machine, "creation", None)
+        creation_event: str | None = getattr(machine, "creation_event", None)
+        if creation is None or creation_event is None:
+            raise DefinitionError(f"{machine.__name__} must set `creation` and `creation_event`")
+        transitions: dict[tuple[str, str], Transition] = {}
+        for state in machine.states:
+            for t in state.transitions:
+                guards = tuple(_guard_of(v, machine) for v in t.validators)
+                if list(t.cond):
+                    raise DefinitionError(
+                        f"{machine.__name__}: use Guard validators, not cond/unless, so a "
+                        "refusal can name the rule that failed"
+                    )
+                for event in t.events:
+                    key = (str(t.source.value), event.id)
+                    if key in transitions:
+                        raise DefinitionError(f"{machine.__name__}: two transitions for {key}")
+                    transitions[key] = Transition(event.id, str(t.source.value), str(t.target.value), guards)
+        event_ids = {e for _, e in transitions}
+        if set(rules) != event_ids:
+            raise DefinitionError(
+                f"{machine.__name__}.rules must name exactly the events {sorted(event_ids)}, "
+                f"got {sorted(rules)}"
+            )
+        if creation_event in event_ids:
+            raise DefinitionError(f"{machine.__name__}: {creation_event!r} is also an event")
+        initial = machine.initial_state
+        assert initial is not None
+        return cls(
+            name=name,
+            machine=machine,
+            states=tuple(str(s.value) for s in machine.states),
+            initial=str(initial.value),
+            finals=frozenset(str(s.value) for s in machine.final_states),
+            transitions=transitions,
+            events=dict(rules),
+            creation=creation,
+            creation_event=creation_event,
+        )
+
+    def transition(self, state: str, event: str) -> Transition | None:
+        """The transition ``event`` takes from ``state``, or None if it is not allowed there."""
+        return self.transitions.get((state, event))
+
+    def replay(self, steps: Iterable[tuple[str, Record, Any]]) -> str:
+        """Run ``(event, record, payload)`` steps through a real machine from the initial state.
+
+        Returns the state reached; raises python-statemachine's ``TransitionNotAllowed`` for an
+        illegal step and `GuardFailed` for a guard that does not hold.
+        """
+        holder = _StateHolder(self.initial)
+        machine = self.machine(holder)
+        for event, record, payload in steps:
+            machine.send(event, record=record, payload=payload)
+        return holder.state
+
+
+class _StateHolder:
+    """The model a replaying machine binds to; it holds the state and nothing a callback could
+    be mistaken for (the bound model is also a listener)."""
+
+    def __init__(self, state: str) -> None:
+        self.state = state
+
+
+def _guard_of(spec: Any, machine: type[StateMachine]) -> Guard:
+    guard = getattr(spec.func, "guard", None)
+    if not isinstance(guard, Guard):
+        raise DefinitionError(f"{machine.__name__}: validator {spec!r} is not built from a Guard")
+    return guard
+
+
+class ProcessMachine(StateMachine):
+    """Base of the library's machines: what a machine class must declare besides its graph."""
+
+    rules: ClassVar[Mapping[str, EventRule]] = {}
+    creation: ClassVar[Permission | None] = None
+    creation_event: ClassVar[str | None] = None

@@ -1,0 +1,202 @@
+"""Runs commands of any machine: one transaction per command, all of it or none of it.
+
+Generic: the machine's `Definition`, its `Repository` and a clock are all it needs. A command
+loads the record (locking it where the database can), checks the actor, the state and the
+guards in that order, moves the record with a compare-and-set on its version, and appends the
+log row with what the guards checked, in one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, TypeAdapter
+
+from models.schemas import Actor, TransitionRecord
+from workflow.definition import Definition
+from workflow.errors import (
+    ConcurrentUpdate,
+    ConfigurationError,
+    GuardFailed,
+    IllegalTransition,
+    NotFound,
+)
+from workflow.repository import Repository
+from workflow.store import ConflictMap, Store
+
+Clock = Callable[[], datetime]
+"""Returns the current time as an aware datetime."""
+
+ViewT = TypeVar("ViewT", bound=BaseModel)
+
+_RECORD_ID = TypeAdapter(uuid.UUID)
+_ACTOR = TypeAdapter(Actor)
+
+
+def system_clock() -> datetime:
+    """The real clock, in UTC."""
+    return datetime.now(UTC)
+
+
+def from_row(model: type[ViewT], row: Mapping[str, Any]) -> ViewT:
+    """A view built from the row's columns that the view has fields for."""
+    return model.model_validate({name: row[name] for name in model.model_fields})
+
+
+def as_actor(actor: Any) -> Actor:
+    """An `Actor`, or a `ValidationError` naming what is wrong with it."""
+    return actor if isinstance(actor, Actor) else _ACTOR.validate_python(actor)
+
+
+def as_record_id(value: Any) -> uuid.UUID:
+    """A `uuid.UUID` (or its string form), or a `ValidationError`."""
+    return value if isinstance(value, uuid.UUID) else _RECORD_ID.validate_python(value)
+
+
+class Runner:
+    """Fires events of one machine against its table, through a `Store`."""
+
+    def __init__(
+        self, store: Store, definition: Definition, repository: Repository, clock: Clock
+    ) -> None:
+        self.store = store
+        self.definition = definition
+        self.repository = repository
+        self._clock = clock
+
+    def now(self) -> datetime:
+        """The clock's reading in UTC; a clock that gives a naive datetime is a setup error."""
+        value = self._clock()
+        if not isinstance(value, datetime) or value.utcoffset() is None:
+            raise ConfigurationError("the clock must return a timezone-aware datetime")
+        return value.astimezone(UTC)
+
+    def create(
+        self,
+        values: Mapping[str, Any],
+        *,
+        actor: Actor,
+        details: Mapping[str, Any],
+        now: datetime,
+        check: Callable[[Any], None] | None = None,
+        conflicts: ConflictMap | None = None,
+    ) -> dict[str, Any]:
+        """Create a record in the initial state with version 1 and its first log row.
+
+        ``check(conn)`` runs inside the transaction before the insert (e.g. a duplicate check).
+        """
+        d = self.definition
+        d.creation.require(d.creation_event, actor, _Values(values))
+        record_id = uuid.uuid4()
+        row = {**values, "id": record_id, "state": d.initial, "version": 1}
+        with self.store.transaction(write=True, conflicts=conflicts) as conn:
+            if check is not None:
+                check(conn)
+            self.repository.insert(conn, row)
+            self.repository.append(
+                conn, _entry(record_id, 1, d.creation_event, None, d.initial, actor, now, details)
+            )
+        return row
+
+    def fire(
+        self, record_id: Any, event: Any, *, actor: Any, payload: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Apply ``event`` to the record; return the record's new column values."""
+        record_id = as_record_id(record_id)
+        actor = as_actor(actor)
+        d = self.definition
+        rule = d.events.get(event) if isinstance(event, str) else None
+        arguments: BaseModel | None = rule.payload.model_validate(payload) if rule else None
+        with self.store.transaction(write=True) as conn:
+            record = self.repository.load(conn, record_id, lock=True)
+            if record is None:
+                raise NotFound(record_id, machine=d.name)
+            state = str(record["state"])
+            if rule is None:
+                raise IllegalTransition(str(event), state)
+            row = _Values(record)
+            rule.permission.require(event, actor, row)
+            transition = d.transition(state, event)
+            if transition is None:
+                raise IllegalTransition(event, state)
+            details: dict[str, Any] = {}
+            for guard in transition.guards:
+                if not guard.check(row, arguments):
+                    raise GuardFailed(event, guard.name, guard.rule)
+                details.update(guard.facts(row, arguments))
+            now = self.now()
+            changes = dict(rule.effect(row, arguments, now)) if rule.effect else {}
+            version = int(record["version"])
+            moved = self.repository.compare_and_set(
+                conn,
+                record_id,
+                version=version,
+                state=state,
+                new_state=transition.target,
+                changes=changes,
+            )
+            if not moved:
+                raise ConcurrentUpdate()
+            self.repository.append(
+                conn,
+                _entry(record_id, version + 1, event, state, transition.target, actor, now, details),
+            )
+        return {**record, **changes, "state": transition.target, "version": version + 1}
+
+    def get(self, record_id: Any) -> dict[str, Any]:
+        record_id = as_record_id(record_id)
+        with self.store.transaction(write=False) as conn:
+            record = self.repository.load(conn, record_id)
+        if record is None:
+            raise NotFound(record_id, machine=self.definition.name)
+        return dict(record)
+
+    def history(self, record_id: Any) -> list[TransitionRecord]:
+        record_id = as_record_id(record_id)
+        with self.store.transaction(write=False) as conn:
+            if self.repository.load(conn, record_id) is None:
+                raise NotFound(record_id, machine=self.definition.name)
+            rows = self.repository.history(conn, record_id)
+        return [from_row(TransitionRecord, r) for r in rows]
+
+
+class _Values:
+    """Attribute access to a mapping of column values, for guards and permissions."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _entry(
+    record_id: uuid.UUID,
+    seq: int,
+    event: str,
+    from_state: str | None,
+    to_state: str,
+    actor: Actor,
+    at: datetime,
+    details: Mapping[str, Any],
+) -> dict[str, Any]:
+    return {
+        "record_id": record_id,
+        "seq": seq,
+        "event": event,
+        "from_state": from_state,
+        "to_state": to_state,
+        "actor_id": actor.id,
+        "actor_role": str(actor.role),
+        "actor_unit": actor.unit,
+        "at": at,
+        "details": dict(details),
+    }

@@ -1,0 +1,108 @@
+"""Errors raised by the library. All derive from `WorkflowError` and carry a stable ``code``.
+
+After any of them, nothing in the database has changed.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class WorkflowError(Exception):
+    """Root of every error the library raises on purpose."""
+
+    code: ClassVar[str] = "workflow_error"
+
+
+class NotFound(WorkflowError):
+    """No record with that id."""
+
+    code = "not_found"
+
+    def __init__(self, record_id: object, *, machine: str = "application") -> None:
+        self.record_id = record_id
+        self.machine = machine
+        super().__init__(f"no {machine} with id {record_id}")
+
+
+class PermissionDenied(WorkflowError):
+    """The actor's role may not fire this event, or its unit is not the record's."""
+
+    code = "permission_denied"
+
+    def __init__(self, event: str, role: str, reason: str) -> None:
+        self.event = event
+        self.role = role
+        self.reason = reason
+        super().__init__(f"{role} may not {event}: {reason}")
+
+
+class IllegalTransition(WorkflowError):
+    """The event is not allowed from the current state (or is no event of the machine)."""
+
+    code = "illegal_transition"
+
+    def __init__(self, event: str, state: str) -> None:
+        self.event = event
+        self.state = state
+        super().__init__(f"{event!r} is not allowed in state {state!r}")
+
+
+class GuardFailed(WorkflowError):
+    """A condition of the event is not met; ``guard`` names it and ``rule`` says it in words."""
+
+    code = "guard_failed"
+
+    def __init__(self, event: str, guard: str, rule: str) -> None:
+        self.event = event
+        self.guard = guard
+        self.rule = rule
+        super().__init__(f"{event}: {guard} failed ({rule})")
+
+
+class ConcurrentUpdate(WorkflowError):
+    """Another writer changed the record first, or the database stayed busy; safe to retry."""
+
+    code = "concurrent_update"
+
+    def __init__(self, message: str = "another writer changed the record first; retry") -> None:
+        super().__init__(message)
+
+
+class DuplicateApplication(WorkflowError):
+    """The citizen already has an application that is neither rejected nor collected."""
+
+    code = "duplicate_application"
+
+    def __init__(self, masked_citizen_id: str) -> None:
+        self.masked_citizen_id = masked_citizen_id
+        super().__init__(
+            f"citizen {masked_citizen_id} already has an open application; "
+            "it must be rejected or collected before another is submitted"
+        )
+
+
+class SchemaOutOfDate(WorkflowError):
+    """The database is not at the revision this version of the library needs."""
+
+    code = "schema_out_of_date"
+
+    def __init__(self, current: str | None, head: str) -> None:
+        self.current = current
+        self.head = head
+        super().__init__(
+            f"the database is at revision {current or 'none (empty)'}, this library needs {head}; "
+            "run workflow.upgrade(<url or engine>) (or your Alembic pointed at migrations/) first"
+        )
+
+
+class StorageError(WorkflowError):
+    """The database failed in a way the library can't interpret; the cause is chained."""
+
+    code = "storage_error"
+
+
+class ConfigurationError(WorkflowError):
+    """The library was set up wrongly (bind, clock); the message says how to fix it."""
+
+    code = "configuration_error"

@@ -1,0 +1,184 @@
+"""The `Workflow` facade: the application process's commands and queries."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, ConfigDict, Field, validate_call
+from sqlalchemy.engine import Connection, RowMapping
+
+from models.citizen_id import mask_citizen_id
+from models.enums import RejectionGround
+from models.schemas import ApplicationView, SubmitApplication, TransitionRecord
+from workflow.db import require_head
+from workflow.engine import Clock, Runner, as_actor, from_row, system_clock
+from workflow.errors import DuplicateApplication
+from workflow.machine import APPLICATION, ISSUE_WITHIN
+from workflow.repository import ApplicationRepository
+from workflow.store import Bind, Store
+
+RECEIPT_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+"""Receipt characters: no 0/O or 1/I, which are misread on paper."""
+RECEIPT_LENGTH = 12
+"""12 characters of 32: 60 bits, unguessable."""
+
+Limit = Annotated[int, Field(ge=1, le=10_000)]
+_checked = validate_call(config=ConfigDict(hide_input_in_errors=True, arbitrary_types_allowed=True))
+
+
+def new_receipt_no() -> str:
+    """A fresh receipt number from the operating system's secure random source."""
+    return "".join(secrets.choice(RECEIPT_ALPHABET) for _ in range(RECEIPT_LENGTH))
+
+
+class Workflow:
+    """The remote-acceptance process on one database.
+
+    ``bind`` is a database URL or an `Engine` (each command is its own committed transaction) or
+    a `Session` (each command joins the caller's transaction and the caller commits). The
+    database must be at the latest revision (`workflow.upgrade`). ``clock`` returns the current
+    time as an aware datetime (default: the real clock).
+    """
+
+    def __init__(self, bind: Bind, *, clock: Clock | None = None) -> None:
+        self._store = Store(bind)
+        require_head(self._store)
+        self._repository = ApplicationRepository()
+        self._runner = Runner(self._store, APPLICATION, self._repository, clock or system_clock)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    @_checked
+    def submit(self, cmd: SubmitApplication, *, actor: Any) -> ApplicationView:
+        """Accept an application at the acceptance point: (new) → submitted."""
+        actor = as_actor(actor)
+        now = self._runner.now()
+        values = {
+            "kind": str(cmd.kind),
+            "citizen_id": cmd.citizen_id,
+            "name": cmd.name,
+            "hukou_region": cmd.hukou_region,
+            "acceptance_region": cmd.acceptance_region,
+            "documents": sorted(str(d) for d in cmd.documents),
+            "fee_paid": cmd.fee_paid,
+            "fee_waiver": str(cmd.fee_waiver) if cmd.fee_waiver else None,
+            "receipt_no": new_receipt_no(),
+            "submitted_at": now,
+            "due_at": now + ISSUE_WITHIN,
+            "review_due_at": None,
+            "rejection_ground": None,
+            "rejection_note": None,
+            "old_card_returned": False,
+        }
+        details = {
+            "kind": str(cmd.kind),
+            "documents": values["documents"],
+            "fee_paid": str(cmd.fee_paid),
+            "fee_waiver": values["fee_waiver"],
+        }
+        duplicate: Callable[[], DuplicateApplication] = lambda: DuplicateApplication(  # noqa: E731
+            mask_citizen_id(cmd.citizen_id)
+        )
+
+        def refuse_duplicate(conn: Connection) -> None:
+            if self._repository.has_open(conn, cmd.citizen_id):
+                raise duplicate()
+
+        row = self._runner.create(
+            values,
+            actor=actor,
+            details=details,
+            now=now,
+            check=refuse_duplicate,
+            # A racing submission that passed the check above meets the partial unique index.
+            conflicts={
+                "uq_applications_open_citizen": duplicate,
+                "applications.citizen_id": duplicate,
+            },
+        )
+        return _view(row)
+
+    def transmit(self, app_id: uuid.UUID, *, actor: Any) -> ApplicationView:
+        """Send the application to the household-registration county: submitted → transmitted."""
+        return self.fire(app_id, "transmit", actor=actor)
+
+    def approve(self, app_id: uuid.UUID, *, actor: Any) -> ApplicationView:
+        """The household-registration county signs off: transmitted → approved."""
+        return self.fire(app_id, "approve", actor=actor)
+
+    def reject(
+        self,
+        app_id: uuid.UUID,
+        *,
+        actor: Any,
+        ground: RejectionGround | str,
+        note: str = "",
+    ) -> ApplicationView:
+        """The household-registration county refuses, with its ground: transmitted → rejected."""
+        return self.fire(app_id, "reject", actor=actor, ground=ground, note=note)
+
+    def produce(self, app_id: uuid.UUID, *, actor: Any) -> ApplicationView:
+        """The card is produced and checked: approved → produced."""
+        return self.fire(app_id, "produce", actor=actor)
+
+    def mark_ready(self, app_id: uuid.UUID, *, actor: Any) -> ApplicationView:
+        """The card is at the acceptance point and verified: produced → ready."""
+        return self.fire(app_id, "mark_ready", actor=actor)
+
+    def collect(
+        self,
+        app_id: uuid.UUID,
+        *,
+        actor: Any,
+        receipt_no: str,
+        old_card_returned: bool = False,
+    ) -> ApplicationView:
+        """The applicant takes the card, with the receipt (and old card): ready → collected."""
+        return self.fire(
+            app_id, "collect", actor=actor, receipt_no=receipt_no, old_card_returned=old_card_returned
+        )
+
+    def fire(self, app_id: uuid.UUID, event: str, *, actor: Any, **payload: Any) -> ApplicationView:
+        """Apply any event but submit by name; ``payload`` is that command's keyword arguments."""
+        return _view(self._runner.fire(app_id, event, actor=actor, payload=payload))
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def get(self, app_id: uuid.UUID) -> ApplicationView:
+        """The application as it is now."""
+        return _view(self._runner.get(app_id))
+
+    def history(self, app_id: uuid.UUID) -> list[TransitionRecord]:
+        """Every transition of the application, oldest first; the first is the submission."""
+        return self._runner.history(app_id)
+
+    @_checked
+    def overdue(
+        self, as_of: AwareDatetime | None = None, *, limit: Limit = 100
+    ) -> list[ApplicationView]:
+        """Applications whose card is still on its way after ``due_at``, earliest first."""
+        moment = self._runner.now() if as_of is None else as_of
+        with self._store.transaction(write=False) as conn:
+            rows = self._repository.overdue(conn, moment, limit)
+        return [_view(r) for r in rows]
+
+    @_checked
+    def overdue_reviews(
+        self, as_of: AwareDatetime | None = None, *, limit: Limit = 100
+    ) -> list[ApplicationView]:
+        """Transmitted applications still undecided after ``review_due_at``, earliest first."""
+        moment = self._runner.now() if as_of is None else as_of
+        with self._store.transaction(write=False) as conn:
+            rows = self._repository.overdue_reviews(conn, moment, limit)
+        return [_view(r) for r in rows]
+
+
+def _view(row: Mapping[str, Any] | RowMapping) -> ApplicationView:
+    return from_row(ApplicationView, row)
+
+
+__all__ = ["Workflow"]
