@@ -49,7 +49,12 @@ CitizenId = Annotated[str, StringConstraints(max_length=64), AfterValidator(_cit
 DivisionCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
 """A 6-digit administrative-division code (GB/T 2260), checked for shape only."""
 
-Text = Annotated[str, AfterValidator(_no_control_characters)]
+_PLAIN = AfterValidator(_no_control_characters)
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), _PLAIN]
+"""A stripped, non-empty line of at most 64 characters with no control characters."""
+
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000), _PLAIN]
 
 
 class _Frozen(BaseModel):
@@ -63,7 +68,7 @@ class Actor(_Frozen):
     registration reviewers, and the 2-digit province code for card producers.
     """
 
-    id: Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    id: Name
     role: Role
     unit: Annotated[str, StringConstraints(pattern=r"^[0-9]{2}([0-9]{4})?$")]
 
@@ -80,7 +85,7 @@ class SubmitApplication(_Frozen):
 
     kind: Kind
     citizen_id: CitizenId
-    name: Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    name: Name
     hukou_region: DivisionCode
     acceptance_region: DivisionCode
     documents: frozenset[Document]
@@ -99,7 +104,9 @@ class SubmitApplication(_Frozen):
             )
         due = Decimal(0) if self.fee_waiver is not None else NATIONAL_FEE[self.kind]
         if self.fee_paid != due:
-            reason = f"waived ({self.fee_waiver})" if self.fee_waiver else f"the fee for {self.kind}"
+            reason = (
+                f"waived ({self.fee_waiver})" if self.fee_waiver else f"the fee for {self.kind}"
+            )
             raise ValueError(f"fee_paid must be {due} yuan, {reason}; got {self.fee_paid}")
         return self
 
@@ -112,7 +119,7 @@ class RejectPayload(_Frozen):
     """What the household-registration reviewer gives when refusing an application."""
 
     ground: RejectionGround
-    note: Annotated[Text, StringConstraints(max_length=2000)] = ""
+    note: Note = ""
 
 
 class CollectPayload(_Frozen):

@@ -168,10 +168,10 @@ __all__ = [
     "AWAITING_CARD_CONDITION",
     "AWAITING_CARD_STATES",
     "AWAITING_REVIEW_CONDITION",
+    "CLOSED_STATES",
     "OPEN_CONDITION",
     "Application",
     "Base",
-    "CLOSED_STATES",
     "TransitionLog",
     "UTCDateTime",
 ]

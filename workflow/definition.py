@@ -145,7 +145,9 @@ class Definition:
                     key = (str(t.source.value), event.id)
                     if key in transitions:
                         raise DefinitionError(f"{machine.__name__}: two transitions for {key}")
-                    transitions[key] = Transition(event.id, str(t.source.value), str(t.target.value), guards)
+                    transitions[key] = Transition(
+                        event.id, str(t.source.value), str(t.target.value), guards
+                    )
         event_ids = {e for _, e in transitions}
         if set(rules) != event_ids:
             raise DefinitionError(

@@ -41,7 +41,7 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def from_row(model: type[ViewT], row: Mapping[str, Any]) -> ViewT:
+def from_row(model: type[ViewT], row: Mapping[Any, Any]) -> ViewT:
     """A view built from the row's columns that the view has fields for."""
     return model.model_validate({name: row[name] for name in model.model_fields})
 
@@ -142,7 +142,9 @@ class Runner:
                 raise ConcurrentUpdate()
             self.repository.append(
                 conn,
-                _entry(record_id, version + 1, event, state, transition.target, actor, now, details),
+                _entry(
+                    record_id, version + 1, event, state, transition.target, actor, now, details
+                ),
             )
         return {**record, **changes, "state": transition.target, "version": version + 1}
 
@@ -168,7 +170,7 @@ class _Values:
 
     __slots__ = ("_values",)
 
-    def __init__(self, values: Mapping[str, Any]) -> None:
+    def __init__(self, values: Mapping[Any, Any]) -> None:
         self._values = values
 
     def __getattr__(self, name: str) -> Any:

@@ -31,7 +31,9 @@ class Repository:
         self.log: sa.Table = TransitionLog.__table__  # type: ignore[assignment]
         self.machine = machine
 
-    def load(self, conn: Connection, record_id: uuid.UUID, *, lock: bool = False) -> RowMapping | None:
+    def load(
+        self, conn: Connection, record_id: uuid.UUID, *, lock: bool = False
+    ) -> RowMapping | None:
         query = sa.select(self.table).where(self.table.c.id == record_id)
         if lock:
             query = query.with_for_update()
@@ -80,9 +82,7 @@ class ApplicationRepository(Repository):
 
     def has_open(self, conn: Connection, citizen_id: str) -> bool:
         t = self.table
-        query = sa.select(t.c.id).where(
-            t.c.citizen_id == citizen_id, sa.text(OPEN_CONDITION)
-        )
+        query = sa.select(t.c.id).where(t.c.citizen_id == citizen_id, sa.text(OPEN_CONDITION))
         return conn.execute(query.limit(1)).first() is not None
 
     def overdue(self, conn: Connection, as_of: datetime, limit: int) -> Sequence[RowMapping]:
@@ -95,7 +95,9 @@ class ApplicationRepository(Repository):
         )
         return conn.execute(query).mappings().all()
 
-    def overdue_reviews(self, conn: Connection, as_of: datetime, limit: int) -> Sequence[RowMapping]:
+    def overdue_reviews(
+        self, conn: Connection, as_of: datetime, limit: int
+    ) -> Sequence[RowMapping]:
         t = self.table
         query = (
             sa.select(t)

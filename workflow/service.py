@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, ConfigDict, Field, validate_call
-from sqlalchemy.engine import Connection, RowMapping
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from sqlalchemy.engine import Connection
 
 from models.citizen_id import mask_citizen_id
 from models.enums import RejectionGround
@@ -26,8 +26,16 @@ RECEIPT_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 RECEIPT_LENGTH = 12
 """12 characters of 32: 60 bits, unguessable."""
 
-Limit = Annotated[int, Field(ge=1, le=10_000)]
-_checked = validate_call(config=ConfigDict(hide_input_in_errors=True, arbitrary_types_allowed=True))
+_FORM = TypeAdapter(SubmitApplication)
+
+
+class OverdueQuery(BaseModel):
+    """The arguments of the overdue queries: an aware ``as_of`` and a bounded ``limit``."""
+
+    model_config = ConfigDict(frozen=True, strict=True, hide_input_in_errors=True)
+
+    as_of: AwareDatetime | None = None
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 100
 
 
 def new_receipt_no() -> str:
@@ -50,11 +58,21 @@ class Workflow:
         self._repository = ApplicationRepository()
         self._runner = Runner(self._store, APPLICATION, self._repository, clock or system_clock)
 
+    def close(self) -> None:
+        """Release the connections of an engine the workflow opened from a URL."""
+        self._store.close()
+
+    def __enter__(self) -> Workflow:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # -- commands ---------------------------------------------------------------------------
 
-    @_checked
     def submit(self, cmd: SubmitApplication, *, actor: Any) -> ApplicationView:
         """Accept an application at the acceptance point: (new) → submitted."""
+        cmd = cmd if isinstance(cmd, SubmitApplication) else _FORM.validate_python(cmd)
         actor = as_actor(actor)
         now = self._runner.now()
         values = {
@@ -139,7 +157,11 @@ class Workflow:
     ) -> ApplicationView:
         """The applicant takes the card, with the receipt (and old card): ready → collected."""
         return self.fire(
-            app_id, "collect", actor=actor, receipt_no=receipt_no, old_card_returned=old_card_returned
+            app_id,
+            "collect",
+            actor=actor,
+            receipt_no=receipt_no,
+            old_card_returned=old_card_returned,
         )
 
     def fire(self, app_id: uuid.UUID, event: str, *, actor: Any, **payload: Any) -> ApplicationView:
@@ -156,28 +178,26 @@ class Workflow:
         """Every transition of the application, oldest first; the first is the submission."""
         return self._runner.history(app_id)
 
-    @_checked
-    def overdue(
-        self, as_of: AwareDatetime | None = None, *, limit: Limit = 100
-    ) -> list[ApplicationView]:
+    def overdue(self, as_of: datetime | None = None, *, limit: int = 100) -> list[ApplicationView]:
         """Applications whose card is still on its way after ``due_at``, earliest first."""
-        moment = self._runner.now() if as_of is None else as_of
+        query = OverdueQuery(as_of=as_of, limit=limit)
+        moment = self._runner.now() if query.as_of is None else query.as_of
         with self._store.transaction(write=False) as conn:
-            rows = self._repository.overdue(conn, moment, limit)
+            rows = self._repository.overdue(conn, moment, query.limit)
         return [_view(r) for r in rows]
 
-    @_checked
     def overdue_reviews(
-        self, as_of: AwareDatetime | None = None, *, limit: Limit = 100
+        self, as_of: datetime | None = None, *, limit: int = 100
     ) -> list[ApplicationView]:
         """Transmitted applications still undecided after ``review_due_at``, earliest first."""
-        moment = self._runner.now() if as_of is None else as_of
+        query = OverdueQuery(as_of=as_of, limit=limit)
+        moment = self._runner.now() if query.as_of is None else query.as_of
         with self._store.transaction(write=False) as conn:
-            rows = self._repository.overdue_reviews(conn, moment, limit)
+            rows = self._repository.overdue_reviews(conn, moment, query.limit)
         return [_view(r) for r in rows]
 
 
-def _view(row: Mapping[str, Any] | RowMapping) -> ApplicationView:
+def _view(row: Mapping[Any, Any]) -> ApplicationView:
     return from_row(ApplicationView, row)
 
 

@@ -57,7 +57,7 @@ def _sqlite_begin(conn: Connection) -> None:
         assert dbapi is not None
         # The driver's own implicit BEGIN comes too late (after the first read) and can't be
         # IMMEDIATE; switch it off and begin explicitly below.
-        dbapi.isolation_level = None  # type: ignore[attr-defined]
+        dbapi.isolation_level = None
         cursor = dbapi.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode = WAL")
@@ -77,6 +77,7 @@ class Store:
 
     def __init__(self, bind: Bind) -> None:
         self.session: Session | None = None
+        self._owns_engine = isinstance(bind, (str, URL))
         if isinstance(bind, (str, URL)):
             self.engine = create_engine(bind)
         elif isinstance(bind, Engine):
@@ -97,8 +98,15 @@ class Store:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    def close(self) -> None:
+        """Dispose of the engine if the store created it; a caller's engine is left alone."""
+        if self._owns_engine:
+            self.engine.dispose()
+
     @contextmanager
-    def transaction(self, *, write: bool, conflicts: ConflictMap | None = None) -> Iterator[Connection]:
+    def transaction(
+        self, *, write: bool, conflicts: ConflictMap | None = None
+    ) -> Iterator[Connection]:
         """A connection in a transaction that commits on success and rolls back on any error.
 
         With a `Session` bind the writes go into a savepoint of the caller's transaction, which

@@ -45,26 +45,27 @@ def upgrade() -> None:
         sa.Column("rejection_ground", sa.String(32), nullable=True),
         sa.Column("rejection_note", sa.Text(), nullable=True),
         sa.Column("old_card_returned", sa.Boolean(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_applications"),
-        sa.UniqueConstraint("receipt_no", name="uq_applications_receipt_no"),
-        sa.CheckConstraint(f"state IN ({STATES})", name="ck_applications_state"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_applications")),
+        sa.UniqueConstraint("receipt_no", name=op.f("uq_applications_receipt_no")),
+        sa.CheckConstraint(f"state IN ({STATES})", name=op.f("ck_applications_state")),
         sa.CheckConstraint(
-            "kind IN ('renewal', 'damaged_renewal', 'replacement')", name="ck_applications_kind"
+            "kind IN ('renewal', 'damaged_renewal', 'replacement')",
+            name=op.f("ck_applications_kind"),
         ),
         sa.CheckConstraint(
             "fee_waiver IS NULL OR fee_waiver IN ('minimum_subsistence', 'rural_hardship')",
-            name="ck_applications_fee_waiver",
+            name=op.f("ck_applications_fee_waiver"),
         ),
         sa.CheckConstraint(
             "rejection_ground IS NULL OR rejection_ground IN ('first_application', "
             "'identity_mismatch', 'appearance_changed', 'document_fraud_record', "
             "'bad_credit_record', 'other')",
-            name="ck_applications_rejection_ground",
+            name=op.f("ck_applications_rejection_ground"),
         ),
-        sa.CheckConstraint("version >= 1", name="ck_applications_version"),
+        sa.CheckConstraint("version >= 1", name=op.f("ck_applications_version")),
     )
     op.create_index(
-        "uq_applications_open_citizen",
+        op.f("uq_applications_open_citizen"),
         "applications",
         ["citizen_id"],
         unique=True,
@@ -72,14 +73,14 @@ def upgrade() -> None:
         postgresql_where=sa.text(OPEN),
     )
     op.create_index(
-        "ix_applications_overdue",
+        op.f("ix_applications_overdue"),
         "applications",
         ["due_at"],
         sqlite_where=sa.text(AWAITING_CARD),
         postgresql_where=sa.text(AWAITING_CARD),
     )
     op.create_index(
-        "ix_applications_overdue_review",
+        op.f("ix_applications_overdue_review"),
         "applications",
         ["review_due_at"],
         sqlite_where=sa.text(AWAITING_REVIEW),
@@ -104,11 +105,11 @@ def upgrade() -> None:
         sa.Column("actor_unit", sa.String(6), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("details", sa.JSON(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_transition_log"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_transition_log")),
         sa.UniqueConstraint(
-            "machine", "record_id", "seq", name="uq_transition_log_machine_record_id_seq"
+            "machine", "record_id", "seq", name=op.f("uq_transition_log_machine_record_id_seq")
         ),
-        sa.CheckConstraint("seq >= 1", name="ck_transition_log_seq"),
+        sa.CheckConstraint("seq >= 1", name=op.f("ck_transition_log_seq")),
     )
 
 
