@@ -18,6 +18,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The same suite on a throwaway PostgreSQL server (Debian's `postgresql` package).
+test-postgres: $(STAMP)
+	.ci/with-postgres $(PY) -m pytest
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check workflow models migrations tests
 	$(VENV)/bin/ruff format --check workflow models migrations tests

@@ -54,7 +54,11 @@ class Workflow:
 
     def __init__(self, bind: Bind, *, clock: Clock | None = None) -> None:
         self._store = Store(bind)
-        require_head(self._store)
+        try:
+            require_head(self._store)
+        except BaseException:
+            self._store.close()
+            raise
         self._repository = ApplicationRepository()
         self._runner = Runner(self._store, APPLICATION, self._repository, clock or system_clock)
 

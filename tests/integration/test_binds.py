@@ -22,7 +22,8 @@ def test_an_engine_bind_commits_each_command(db_url: str, clock: Clock) -> None:
     engine = wf.create_engine(db_url)
     view = wf.Workflow(engine, clock=clock).submit(form(), actor=clerk())
     assert count(db_url, "applications") == 1
-    assert wf.Workflow(db_url).get(view.id) == view
+    with wf.Workflow(db_url) as other:
+        assert other.get(view.id) == view
     engine.dispose()
 
 

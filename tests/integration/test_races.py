@@ -102,7 +102,7 @@ def test_one_workflow_shared_by_threads_loses_no_update(flow: wf.Workflow) -> No
                 view = flow.transmit(view.id, actor=clerk())
                 with lock:
                     done.append(view.id)
-        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+        except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(100 + 10 * i,)) for i in range(4)]
