@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -172,6 +172,44 @@ class TransitionRecord(_Frozen):
     actor_unit: str
     at: AwareDatetime
     details: dict[str, Any]
+
+
+class Reason(_Frozen):
+    """Why an actor can't fire an event now: its ``kind`` is ``role``, ``unit`` or ``state``."""
+
+    kind: Literal["role", "unit", "state"]
+    message: str
+
+
+class Condition(_Frozen):
+    """A guard the event checks when it is fired, with its business rule in plain words."""
+
+    guard: str
+    rule: str
+
+
+class EventOption(_Frozen):
+    """One event as seen by one actor: whether it can fire it now, and if not, every reason."""
+
+    event: str
+    possible: bool
+    reasons: list[Reason]
+    conditions: list[Condition]
+
+
+class Explanation(_Frozen):
+    """What an actor can do with a record now (`Workflow.explain`)."""
+
+    machine: str
+    record_id: uuid.UUID
+    state: str
+    actor: Actor
+    events: list[EventOption]
+
+    @property
+    def possible(self) -> list[str]:
+        """The events the actor can fire now (subject to their conditions)."""
+        return [option.event for option in self.events if option.possible]
 
 
 def utc(value: datetime) -> datetime:

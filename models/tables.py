@@ -100,6 +100,8 @@ class Application(Base):
     rejection_ground: Mapped[str | None] = mapped_column(sa.String(32))
     rejection_note: Mapped[str | None] = mapped_column(sa.Text)
     old_card_returned: Mapped[bool] = mapped_column(sa.Boolean(create_constraint=False))
+    chain_head: Mapped[str] = mapped_column(sa.String(64))
+    """Hash of the last row of the application's history (see `workflow.chain`)."""
 
     __table_args__ = (
         sa.CheckConstraint(_one_of("state", State), name="state"),
@@ -156,6 +158,8 @@ class TransitionLog(Base):
     actor_unit: Mapped[str] = mapped_column(sa.String(6))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     details: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    hash: Mapped[str] = mapped_column(sa.String(64))
+    """SHA-256 over this row's content and the previous row's hash (see `workflow.chain`)."""
 
     __table_args__ = (
         # A history never has two entries at one position: racing writers can't both append.

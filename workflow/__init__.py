@@ -8,6 +8,10 @@ from models.enums import Document, FeeWaiver, Kind, RejectionGround, Role, State
 from models.schemas import (
     Actor,
     ApplicationView,
+    Condition,
+    EventOption,
+    Explanation,
+    Reason,
     SubmitApplication,
     TransitionRecord,
 )
@@ -27,6 +31,7 @@ from workflow.errors import (
 from workflow.machine import APPLICATION, ApplicationMachine
 from workflow.service import Workflow
 from workflow.store import create_engine
+from workflow.verification import BrokenRecord, VerificationReport
 
 __all__ = [
     "APPLICATION",
@@ -34,16 +39,21 @@ __all__ = [
     "ApplicationMachine",
     "ApplicationView",
     "Base",
+    "BrokenRecord",
     "ConcurrentUpdate",
+    "Condition",
     "ConfigurationError",
     "Document",
     "DuplicateApplication",
+    "EventOption",
+    "Explanation",
     "FeeWaiver",
     "GuardFailed",
     "IllegalTransition",
     "Kind",
     "NotFound",
     "PermissionDenied",
+    "Reason",
     "RejectionGround",
     "Role",
     "SchemaOutOfDate",
@@ -51,6 +61,7 @@ __all__ = [
     "StorageError",
     "SubmitApplication",
     "TransitionRecord",
+    "VerificationReport",
     "Workflow",
     "WorkflowError",
     "create_engine",

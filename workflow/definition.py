@@ -21,7 +21,23 @@ from statemachine import StateMachine
 from workflow.errors import GuardFailed, PermissionDenied
 
 Record = Any
-"""A stored record with attribute access to its columns (a SQLAlchemy ``Row``)."""
+"""A stored record with attribute access to its columns (`Columns`, or any object)."""
+
+
+class Columns:
+    """Attribute access to a mapping of column values, as guards and permissions read them."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[Any, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
 
 Payload = BaseModel
 
@@ -31,13 +47,15 @@ class Guard:
     """A condition an event must meet, with the business rule in words for auditors.
 
     ``check(record, payload)`` says whether it holds; ``facts(record, payload)`` is what the
-    transition log records about it.
+    transition log records about it; ``proven_by(record, facts)`` says whether recorded facts
+    show it held, which is how verification re-checks a stored history.
     """
 
     name: str
     rule: str
     check: Callable[[Record, Any], bool]
     facts: Callable[[Record, Any], Mapping[str, Any]]
+    proven_by: Callable[[Record, Mapping[str, Any]], bool] | None = None
     validator: Callable[..., None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -69,19 +87,29 @@ class Permission:
     unit_digits: int = 6
     description: str = ""
 
+    def problems(self, event: str, actor: Any, record: Record) -> list[tuple[str, str]]:
+        """Every reason ``actor`` may not fire ``event`` on ``record``: ``(kind, message)`` with
+        kind ``"role"`` or ``"unit"``; empty if it may."""
+        found: list[tuple[str, str]] = []
+        if actor.role != self.role:
+            found.append(("role", f"only a {self.role} may {event}"))
+        if self.unit_field is not None:
+            expected = str(getattr(record, self.unit_field))[: self.unit_digits]
+            if actor.unit != expected:
+                found.append(
+                    (
+                        "unit",
+                        f"actor's unit {actor.unit} is not the record's {self.unit_field} "
+                        f"{expected}",
+                    )
+                )
+        return found
+
     def require(self, event: str, actor: Any, record: Record) -> None:
         """Raise `PermissionDenied` unless ``actor`` may fire ``event`` on ``record``."""
-        if actor.role != self.role:
-            raise PermissionDenied(event, str(actor.role), f"only a {self.role} may {event}")
-        if self.unit_field is None:
-            return
-        expected = str(getattr(record, self.unit_field))[: self.unit_digits]
-        if actor.unit != expected:
-            raise PermissionDenied(
-                event,
-                str(actor.role),
-                f"actor's unit {actor.unit} is not the record's {self.unit_field} {expected}",
-            )
+        found = self.problems(event, actor, record)
+        if found:
+            raise PermissionDenied(event, str(actor.role), "; ".join(m for _, m in found))
 
 
 @dataclass(frozen=True)
@@ -124,12 +152,14 @@ class Definition:
     events: Mapping[str, EventRule]
     creation: Permission
     creation_event: str
+    creation_facts: Callable[[Record], Mapping[str, Any]]
 
     @classmethod
     def of(cls, machine: type[StateMachine], *, name: str) -> Definition:
         rules: Mapping[str, EventRule] = getattr(machine, "rules", {})
         creation: Permission | None = getattr(machine, "creation", None)
         creation_event: str | None = getattr(machine, "creation_event", None)
+        creation_facts = getattr(machine, "creation_facts", None) or _no_facts
         if creation is None or creation_event is None:
             raise DefinitionError(f"{machine.__name__} must set `creation` and `creation_event`")
         transitions: dict[tuple[str, str], Transition] = {}
@@ -168,6 +198,7 @@ class Definition:
             events=dict(rules),
             creation=creation,
             creation_event=creation_event,
+            creation_facts=creation_facts,
         )
 
     def transition(self, state: str, event: str) -> Transition | None:
@@ -195,6 +226,10 @@ class _StateHolder:
         self.state = state
 
 
+def _no_facts(record: Record) -> Mapping[str, Any]:
+    return {}
+
+
 def _guard_of(spec: Any, machine: type[StateMachine]) -> Guard:
     guard = getattr(spec.func, "guard", None)
     if not isinstance(guard, Guard):
@@ -206,5 +241,11 @@ class ProcessMachine(StateMachine):
     """Base of the library's machines: what a machine class must declare besides its graph."""
 
     rules: ClassVar[Mapping[str, EventRule]] = {}
+    """Who may fire each event, its payload model and its effect on the record's columns."""
     creation: ClassVar[Permission | None] = None
+    """Who may create a record (it starts in the initial state)."""
     creation_event: ClassVar[str | None] = None
+    """The name the creation has in the history (it is not a transition)."""
+    creation_facts: ClassVar[staticmethod[[Record], Mapping[str, Any]] | None] = None
+    """The facts about a new record that its first history row keeps (a staticmethod);
+    verification compares them with the stored record, so a changed fixed column is detected."""

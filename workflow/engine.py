@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter
 
-from models.schemas import Actor, TransitionRecord
-from workflow.definition import Definition
+from models.schemas import Actor, Condition, EventOption, Explanation, Reason, TransitionRecord
+from workflow.chain import entry_hash
+from workflow.definition import Columns, Definition
 from workflow.errors import (
     ConcurrentUpdate,
     ConfigurationError,
@@ -89,16 +90,22 @@ class Runner:
         ``check(conn)`` runs inside the transaction before the insert (e.g. a duplicate check).
         """
         d = self.definition
-        d.creation.require(d.creation_event, actor, _Values(values))
+        d.creation.require(d.creation_event, actor, Columns(values))
         record_id = uuid.uuid4()
-        row = {**values, "id": record_id, "state": d.initial, "version": 1}
+        details = {**details, **d.creation_facts(Columns(values))}
+        entry = self._entry(record_id, 1, d.creation_event, None, d.initial, actor, now, details)
+        row = {
+            **values,
+            "id": record_id,
+            "state": d.initial,
+            "version": 1,
+            "chain_head": entry["hash"],
+        }
         with self.store.transaction(write=True, conflicts=conflicts) as conn:
             if check is not None:
                 check(conn)
             self.repository.insert(conn, row)
-            self.repository.append(
-                conn, _entry(record_id, 1, d.creation_event, None, d.initial, actor, now, details)
-            )
+            self.repository.append(conn, entry)
         return row
 
     def fire(
@@ -117,7 +124,7 @@ class Runner:
             state = str(record["state"])
             if rule is None:
                 raise IllegalTransition(str(event), state)
-            row = _Values(record)
+            row = Columns(record)
             rule.permission.require(event, actor, row)
             transition = d.transition(state, event)
             if transition is None:
@@ -128,8 +135,20 @@ class Runner:
                     raise GuardFailed(event, guard.name, guard.rule)
                 details.update(guard.facts(row, arguments))
             now = self.now()
-            changes = dict(rule.effect(row, arguments, now)) if rule.effect else {}
             version = int(record["version"])
+            entry = self._entry(
+                record_id,
+                version + 1,
+                event,
+                state,
+                transition.target,
+                actor,
+                now,
+                details,
+                previous=record["chain_head"],
+            )
+            changes = dict(rule.effect(row, arguments, now)) if rule.effect else {}
+            changes["chain_head"] = entry["hash"]
             moved = self.repository.compare_and_set(
                 conn,
                 record_id,
@@ -140,13 +159,73 @@ class Runner:
             )
             if not moved:
                 raise ConcurrentUpdate()
-            self.repository.append(
-                conn,
-                _entry(
-                    record_id, version + 1, event, state, transition.target, actor, now, details
-                ),
-            )
+            self.repository.append(conn, entry)
         return {**record, **changes, "state": transition.target, "version": version + 1}
+
+    def _entry(
+        self,
+        record_id: uuid.UUID,
+        seq: int,
+        event: str,
+        from_state: str | None,
+        to_state: str,
+        actor: Actor,
+        at: datetime,
+        details: Mapping[str, Any],
+        *,
+        previous: str | None = None,
+    ) -> dict[str, Any]:
+        """A history row, chained to the row whose hash is ``previous``."""
+        entry = {
+            "machine": self.definition.name,
+            "record_id": record_id,
+            "seq": seq,
+            "event": event,
+            "from_state": from_state,
+            "to_state": to_state,
+            "actor_id": actor.id,
+            "actor_role": str(actor.role),
+            "actor_unit": actor.unit,
+            "at": at,
+            "details": dict(details),
+        }
+        entry["hash"] = entry_hash(entry, previous)
+        return entry
+
+    def explain(self, record_id: Any, actor: Any) -> Explanation:
+        """Every event of the machine as ``actor`` sees it on the record now."""
+        record_id = as_record_id(record_id)
+        actor = as_actor(actor)
+        d = self.definition
+        record = self.get(record_id)
+        state = str(record["state"])
+        row = Columns(record)
+        options = []
+        for event, rule in d.events.items():
+            reasons = [
+                Reason(kind=kind, message=message)
+                for kind, message in rule.permission.problems(event, actor, row)
+            ]
+            transition = d.transition(state, event)
+            if transition is None:
+                sources = sorted(s for s, e in d.transitions if e == event)
+                reasons.append(
+                    Reason(
+                        kind="state",
+                        message=f"{event} is allowed only in {', '.join(sources)}, not in {state}",
+                    )
+                )
+                conditions: list[Condition] = []
+            else:
+                conditions = [Condition(guard=g.name, rule=g.rule) for g in transition.guards]
+            options.append(
+                EventOption(
+                    event=event, possible=not reasons, reasons=reasons, conditions=conditions
+                )
+            )
+        return Explanation(
+            machine=d.name, record_id=record_id, state=state, actor=actor, events=options
+        )
 
     def get(self, record_id: Any) -> dict[str, Any]:
         record_id = as_record_id(record_id)
@@ -163,42 +242,3 @@ class Runner:
                 raise NotFound(record_id, machine=self.definition.name)
             rows = self.repository.history(conn, record_id)
         return [from_row(TransitionRecord, r) for r in rows]
-
-
-class _Values:
-    """Attribute access to a mapping of column values, for guards and permissions."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: Mapping[Any, Any]) -> None:
-        self._values = values
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-def _entry(
-    record_id: uuid.UUID,
-    seq: int,
-    event: str,
-    from_state: str | None,
-    to_state: str,
-    actor: Actor,
-    at: datetime,
-    details: Mapping[str, Any],
-) -> dict[str, Any]:
-    return {
-        "record_id": record_id,
-        "seq": seq,
-        "event": event,
-        "from_state": from_state,
-        "to_state": to_state,
-        "actor_id": actor.id,
-        "actor_role": str(actor.role),
-        "actor_unit": actor.unit,
-        "at": at,
-        "details": dict(details),
-    }

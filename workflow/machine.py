@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from statemachine import State
@@ -54,6 +55,7 @@ RECEIPT_MATCHES = Guard(
     rule="the applicant presents the receipt issued at submission",
     check=_receipt_matches,
     facts=lambda record, payload: {"receipt_matches": True},
+    proven_by=lambda record, facts: facts.get("receipt_matches") is True,
 )
 
 OLD_CARD_HANDED_BACK = Guard(
@@ -61,6 +63,9 @@ OLD_CARD_HANDED_BACK = Guard(
     rule="renewal: the old card must be handed back when the new one is received",
     check=lambda record, payload: record.kind not in RENEWALS or payload.old_card_returned,
     facts=lambda record, payload: {"old_card_returned": payload.old_card_returned},
+    proven_by=lambda record, facts: (
+        record.kind not in RENEWALS or facts.get("old_card_returned") is True
+    ),
 )
 
 REASONS_GIVEN = Guard(
@@ -70,7 +75,24 @@ REASONS_GIVEN = Guard(
         payload.ground is not RejectionGround.OTHER or bool(payload.note.strip())
     ),
     facts=lambda record, payload: {"ground": str(payload.ground), "note": payload.note},
+    proven_by=lambda record, facts: (
+        facts.get("ground") in set(RejectionGround)
+        and (facts.get("ground") != RejectionGround.OTHER or bool(str(facts.get("note")).strip()))
+    ),
 )
+
+
+def _submission_facts(record: Any) -> Mapping[str, Any]:
+    # What the acceptance point checked and what decides who may act later: kept in the first
+    # history row so that a changed kind, region or fee in the stored record is detected.
+    return {
+        "kind": str(record.kind),
+        "documents": sorted(str(d) for d in record.documents),
+        "fee_paid": f"{Decimal(record.fee_paid):.2f}",
+        "fee_waiver": str(record.fee_waiver) if record.fee_waiver else None,
+        "hukou_region": str(record.hukou_region),
+        "acceptance_region": str(record.acceptance_region),
+    }
 
 
 def _start_review_clock(record: Any, payload: Any, now: datetime) -> Mapping[str, Any]:
@@ -110,6 +132,7 @@ class ApplicationMachine(ProcessMachine):
     )
 
     creation_event: ClassVar[str | None] = "submit"
+    creation_facts = staticmethod(_submission_facts)
     creation: ClassVar[Permission | None] = CLERK_OF_ACCEPTANCE_POINT
     rules: ClassVar[Mapping[str, EventRule]] = {
         "transmit": EventRule(

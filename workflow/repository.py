@@ -62,7 +62,7 @@ class Repository:
         return result.rowcount == 1
 
     def append(self, conn: Connection, entry: Mapping[str, Any]) -> None:
-        conn.execute(sa.insert(self.log).values(machine=self.machine, **entry))
+        conn.execute(sa.insert(self.log).values(**entry))
 
     def history(self, conn: Connection, record_id: uuid.UUID) -> Sequence[RowMapping]:
         log = self.log
@@ -72,6 +72,43 @@ class Repository:
             .order_by(log.c.seq)
         )
         return conn.execute(query).mappings().all()
+
+    def records_after(
+        self, conn: Connection, after: uuid.UUID | None, limit: int
+    ) -> Sequence[RowMapping]:
+        """The next ``limit`` records in id order after ``after`` (keyset paging)."""
+        query = sa.select(self.table).order_by(self.table.c.id).limit(limit)
+        if after is not None:
+            query = query.where(self.table.c.id > after)
+        return conn.execute(query).mappings().all()
+
+    def histories(self, conn: Connection, record_ids: Sequence[uuid.UUID]) -> Sequence[RowMapping]:
+        """The history rows of these records, grouped by record and in order."""
+        if not record_ids:
+            return []
+        log = self.log
+        query = (
+            sa.select(log)
+            .where(log.c.machine == self.machine, log.c.record_id.in_(record_ids))
+            .order_by(log.c.record_id, log.c.seq)
+        )
+        return conn.execute(query).mappings().all()
+
+    def orphan_histories(
+        self, conn: Connection, record_id: uuid.UUID | None = None
+    ) -> Sequence[tuple[uuid.UUID, int]]:
+        """``(record_id, first seq)`` of history rows whose record does not exist."""
+        log, t = self.log, self.table
+        query = (
+            sa.select(log.c.record_id, sa.func.min(log.c.seq))
+            .select_from(log.outerjoin(t, t.c.id == log.c.record_id))
+            .where(log.c.machine == self.machine, t.c.id.is_(None))
+            .group_by(log.c.record_id)
+            .order_by(log.c.record_id)
+        )
+        if record_id is not None:
+            query = query.where(log.c.record_id == record_id)
+        return [(row[0], int(row[1])) for row in conn.execute(query)]
 
 
 class ApplicationRepository(Repository):

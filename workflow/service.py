@@ -13,13 +13,14 @@ from sqlalchemy.engine import Connection
 
 from models.citizen_id import mask_citizen_id
 from models.enums import RejectionGround
-from models.schemas import ApplicationView, SubmitApplication, TransitionRecord
+from models.schemas import ApplicationView, Explanation, SubmitApplication, TransitionRecord
 from workflow.db import require_head
-from workflow.engine import Clock, Runner, as_actor, from_row, system_clock
+from workflow.engine import Clock, Runner, as_actor, as_record_id, from_row, system_clock
 from workflow.errors import DuplicateApplication
 from workflow.machine import APPLICATION, ISSUE_WITHIN
 from workflow.repository import ApplicationRepository
 from workflow.store import Bind, Store
+from workflow.verification import VerificationReport, verify
 
 RECEIPT_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 """Receipt characters: no 0/O or 1/I, which are misread on paper."""
@@ -27,6 +28,7 @@ RECEIPT_LENGTH = 12
 """12 characters of 32: 60 bits, unguessable."""
 
 _FORM = TypeAdapter(SubmitApplication)
+_BATCH = TypeAdapter(Annotated[int, Field(strict=True, ge=1, le=100_000)])
 
 
 class OverdueQuery(BaseModel):
@@ -96,12 +98,6 @@ class Workflow:
             "rejection_note": None,
             "old_card_returned": False,
         }
-        details = {
-            "kind": str(cmd.kind),
-            "documents": values["documents"],
-            "fee_paid": str(cmd.fee_paid),
-            "fee_waiver": values["fee_waiver"],
-        }
         duplicate: Callable[[], DuplicateApplication] = lambda: DuplicateApplication(  # noqa: E731
             mask_citizen_id(cmd.citizen_id)
         )
@@ -113,7 +109,7 @@ class Workflow:
         row = self._runner.create(
             values,
             actor=actor,
-            details=details,
+            details={},
             now=now,
             check=refuse_duplicate,
             # A racing submission that passed the check above meets the partial unique index.
@@ -181,6 +177,23 @@ class Workflow:
     def history(self, app_id: uuid.UUID) -> list[TransitionRecord]:
         """Every transition of the application, oldest first; the first is the submission."""
         return self._runner.history(app_id)
+
+    def explain(self, app_id: uuid.UUID, actor: Any) -> Explanation:
+        """The events ``actor`` could fire on the application now and, for each one it can't,
+        every reason (role, unit, state); each event's guards are listed as conditions."""
+        return self._runner.explain(app_id, actor)
+
+    def verify(
+        self, app_id: uuid.UUID | None = None, *, batch_size: int = 1000
+    ) -> VerificationReport:
+        """Check every application's history (or one's): replayed through the definition from
+        the initial state, each step legal with its guard facts recorded, stored state and
+        version equal to the replay's, and the hash chain intact. Reads in batches."""
+        record_id = None if app_id is None else as_record_id(app_id)
+        size = _BATCH.validate_python(batch_size)
+        return verify(
+            self._store, APPLICATION, self._repository, record_id=record_id, batch_size=size
+        )
 
     def overdue(self, as_of: datetime | None = None, *, limit: int = 100) -> list[ApplicationView]:
         """Applications whose card is still on its way after ``due_at``, earliest first."""

@@ -105,13 +105,15 @@ class Store:
 
     @contextmanager
     def transaction(
-        self, *, write: bool, conflicts: ConflictMap | None = None
+        self, *, write: bool, conflicts: ConflictMap | None = None, snapshot: bool = False
     ) -> Iterator[Connection]:
         """A connection in a transaction that commits on success and rolls back on any error.
 
         With a `Session` bind the writes go into a savepoint of the caller's transaction, which
-        is released (not committed) on success and rolled back on error. Database errors come
-        out as `WorkflowError` subclasses with the cause chained.
+        is released (not committed) on success and rolled back on error. ``snapshot`` makes
+        every read of a read transaction see one snapshot (PostgreSQL's REPEATABLE READ; a
+        SQLite read transaction always does). Database errors come out as `WorkflowError`
+        subclasses with the cause chained.
         """
         try:
             if self.session is not None:
@@ -125,6 +127,8 @@ class Store:
             with self.engine.connect() as conn:
                 if write:
                     conn.execution_options(**{_WRITE: True})
+                elif snapshot and self.dialect == "postgresql":
+                    conn.execution_options(isolation_level="REPEATABLE READ")
                 with conn.begin():
                     yield conn
         except DBAPIError as exc:

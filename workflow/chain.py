@@ -1,0 +1,48 @@
+"""The hash chain over each record's history.
+
+Each history row carries ``hash = SHA-256(canonical JSON of the row's content and the previous
+row's hash)``; the record keeps the hash of its last row as ``chain_head``. Editing, deleting,
+reordering or inserting any row changes a hash that a later row or the record depends on, so
+`workflow.verification` finds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+CHAINED_FIELDS = (
+    "machine",
+    "record_id",
+    "seq",
+    "event",
+    "from_state",
+    "to_state",
+    "actor_id",
+    "actor_role",
+    "actor_unit",
+    "at",
+    "details",
+)
+"""The columns of a history row that its hash covers (all but the surrogate id and the hash)."""
+
+
+def canonical(entry: Mapping[str, Any], previous: str | None) -> bytes:
+    """The bytes hashed for ``entry``: sorted-key compact JSON, times as UTC ISO 8601 with
+    microseconds, ids as strings."""
+    content: dict[str, Any] = {name: entry[name] for name in CHAINED_FIELDS}
+    at = content["at"]
+    if not isinstance(at, datetime) or at.utcoffset() is None:
+        raise ValueError("a history row's time must be an aware datetime")
+    content["at"] = at.astimezone(UTC).isoformat(timespec="microseconds")
+    content["record_id"] = str(content["record_id"])
+    content["previous"] = previous or ""
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def entry_hash(entry: Mapping[str, Any], previous: str | None) -> str:
+    """The hash of a history row that follows the row whose hash is ``previous``."""
+    return hashlib.sha256(canonical(entry, previous)).hexdigest()
