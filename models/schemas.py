@@ -172,6 +172,8 @@ class TransitionRecord(_Frozen):
     actor_unit: str
     at: AwareDatetime
     details: dict[str, Any]
+    hash: str
+    """SHA-256 over this row and the previous row's hash: the history's tamper-evident chain."""
 
 
 class Reason(_Frozen):

@@ -126,3 +126,19 @@ def test_the_migrated_indexes_and_checks_are_the_models_word_for_word(empty_db_u
         for check in (c for c in table.constraints if isinstance(c, sa.CheckConstraint)):
             assert f"CONSTRAINT {check.name} CHECK ({check.sqltext})" in stored[table.name]
     engine.dispose()
+
+
+def test_upgrading_a_database_with_history_chains_the_rows_already_stored(
+    empty_db_url: str,
+) -> None:
+    from tests.support import drive
+
+    wf.upgrade(empty_db_url)
+    with wf.Workflow(empty_db_url) as flow:
+        views = [drive(flow, state, n=n) for n, state in enumerate(("collected", "rejected"), 1)]
+        before = [flow.history(v.id) for v in views]
+    wf.downgrade(empty_db_url, "0001")
+    wf.upgrade(empty_db_url)
+    with wf.Workflow(empty_db_url) as flow:
+        assert flow.verify().ok
+        assert [flow.history(v.id) for v in views] == before

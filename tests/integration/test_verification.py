@@ -1,0 +1,277 @@
+"""verify() proves a history and names tampering; explain() tells an actor what it can do."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+import workflow as wf
+from models.enums import Kind
+from tests.support import Clock, clerk, drive, producer, reviewer
+
+
+@pytest.fixture
+def raw(db_url: str) -> Iterator[sa.Engine]:
+    """A plain engine for writing to the tables behind the library's back."""
+    engine = sa.create_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def apps(flow: wf.Workflow) -> dict[str, wf.ApplicationView]:
+    return {
+        "collected": drive(flow, "collected", Kind.RENEWAL, n=1),
+        "rejected": drive(flow, "rejected", n=2),
+        "ready": drive(flow, "ready", n=3),
+        "submitted": drive(flow, "submitted", n=4),
+        "replacement": drive(flow, "collected", Kind.REPLACEMENT, n=5),
+    }
+
+
+def execute(engine: sa.Engine, sql: str, **params: object) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(sql), params)
+
+
+def only_broken(flow: wf.Workflow) -> wf.BrokenRecord:
+    report = flow.verify()
+    assert not report.ok
+    assert len(report.broken) == 1, report.broken
+    return report.broken[0]
+
+
+def test_a_clean_database_verifies(flow: wf.Workflow, apps: dict[str, wf.ApplicationView]) -> None:
+    report = flow.verify()
+    assert report.ok and report.broken == []
+    assert report.records == 5
+    assert report.rows == sum(v.version for v in apps.values())
+    assert flow.verify(apps["ready"].id).records == 1
+
+
+def test_verify_reads_in_batches_smaller_than_the_table(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine
+) -> None:
+    assert flow.verify(batch_size=2).records == 5
+    execute(
+        raw, "UPDATE applications SET state = 'ready' WHERE id = :id", id=apps["submitted"].id.hex
+    )
+    report = flow.verify(batch_size=2)
+    assert [b.record_id for b in report.broken] == [apps["submitted"].id]
+
+
+def _id(view: wf.ApplicationView, db_url: str) -> object:
+    # sa.Uuid stores a 32-character hex string on SQLite and a native uuid on PostgreSQL.
+    return view.id.hex if db_url.startswith("sqlite") else view.id
+
+
+def test_editing_a_logged_fact_is_detected(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
+) -> None:
+    target = apps["collected"]
+    execute(
+        raw,
+        "UPDATE transition_log SET details = :d WHERE record_id = :id AND seq = 6",
+        d=json.dumps({"receipt_matches": True, "old_card_returned": False}),
+        id=_id(target, db_url),
+    )
+    broken = only_broken(flow)
+    assert (broken.record_id, broken.seq, broken.problem) == (target.id, 6, "hash_mismatch")
+
+
+def test_a_forged_history_whose_hashes_are_recomputed_still_fails_its_guards(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
+) -> None:
+    # An attacker who knows the hashing rule rewrites the collect row without the old card.
+    from workflow.chain import entry_hash
+
+    target = apps["collected"]
+    with raw.begin() as conn:
+        log = wf.Base.metadata.tables["transition_log"]
+        rows = (
+            conn.execute(sa.select(log).where(log.c.record_id == target.id).order_by(log.c.seq))
+            .mappings()
+            .all()
+        )
+        previous = rows[-2]["hash"]
+        forged = {**rows[-1], "details": {"receipt_matches": True, "old_card_returned": False}}
+        digest = entry_hash(forged, previous)
+        conn.execute(
+            sa.update(log)
+            .where(log.c.id == forged["id"])
+            .values(details=forged["details"], hash=digest)
+        )
+        apps_table = wf.Base.metadata.tables["applications"]
+        conn.execute(
+            sa.update(apps_table).where(apps_table.c.id == target.id).values(chain_head=digest)
+        )
+    broken = only_broken(flow)
+    assert (broken.seq, broken.problem) == (6, "guard_not_proven")
+    assert "old_card_handed_back" in broken.message
+
+
+def test_deleting_a_row_in_the_middle_is_detected(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
+) -> None:
+    execute(
+        raw,
+        "DELETE FROM transition_log WHERE record_id = :id AND seq = 3",
+        id=_id(apps["ready"], db_url),
+    )
+    broken = only_broken(flow)
+    assert (broken.record_id, broken.seq, broken.problem) == (
+        apps["ready"].id,
+        4,
+        "sequence_broken",
+    )
+
+
+def test_deleting_the_last_row_is_detected(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
+) -> None:
+    execute(
+        raw,
+        "DELETE FROM transition_log WHERE record_id = :id AND seq = 5",
+        id=_id(apps["ready"], db_url),
+    )
+    broken = only_broken(flow)
+    assert (broken.record_id, broken.seq, broken.problem) == (
+        apps["ready"].id,
+        5,
+        "version_mismatch",
+    )
+
+
+def test_reordering_rows_is_detected(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
+) -> None:
+    target = _id(apps["ready"], db_url)
+    execute(raw, "UPDATE transition_log SET seq = 100 WHERE record_id = :id AND seq = 2", id=target)
+    execute(raw, "UPDATE transition_log SET seq = 2 WHERE record_id = :id AND seq = 3", id=target)
+    execute(raw, "UPDATE transition_log SET seq = 3 WHERE record_id = :id AND seq = 100", id=target)
+    broken = only_broken(flow)
+    assert (broken.record_id, broken.seq, broken.problem) == (apps["ready"].id, 2, "hash_mismatch")
+
+
+def test_inserting_a_row_is_detected(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
+) -> None:
+    # A forged 'mark_ready' appended to a submitted application, the record moved to match.
+    target = apps["submitted"]
+    log = wf.Base.metadata.tables["transition_log"]
+    table = wf.Base.metadata.tables["applications"]
+    with raw.begin() as conn:
+        first = conn.execute(sa.select(log).where(log.c.record_id == target.id)).mappings().one()
+        conn.execute(
+            sa.insert(log)
+            .values(
+                **{k: v for k, v in first.items() if k != "id"},
+            )
+            .values(
+                seq=2, event="mark_ready", from_state="produced", to_state="ready", hash="f" * 64
+            )
+        )
+        conn.execute(
+            sa.update(table)
+            .where(table.c.id == target.id)
+            .values(state="ready", version=2, chain_head="f" * 64)
+        )
+    broken = only_broken(flow)
+    assert (broken.record_id, broken.seq, broken.problem) == (target.id, 2, "hash_mismatch")
+
+
+def test_changing_the_state_column_is_detected(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
+) -> None:
+    execute(
+        raw,
+        "UPDATE applications SET state = 'collected' WHERE id = :id",
+        id=_id(apps["submitted"], db_url),
+    )
+    broken = only_broken(flow)
+    assert (broken.record_id, broken.seq, broken.problem) == (
+        apps["submitted"].id,
+        None,
+        "state_mismatch",
+    )
+
+
+def test_changing_a_fixed_column_is_detected(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
+) -> None:
+    # Turning a renewal into a replacement would excuse a missing old card.
+    execute(
+        raw,
+        "UPDATE applications SET kind = 'replacement' WHERE id = :id",
+        id=_id(apps["collected"], db_url),
+    )
+    broken = only_broken(flow)
+    assert (broken.record_id, broken.seq, broken.problem) == (
+        apps["collected"].id,
+        1,
+        "creation_facts_changed",
+    )
+    assert "kind" in broken.message
+
+
+def test_a_deleted_record_with_history_is_detected(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
+) -> None:
+    execute(raw, "DELETE FROM applications WHERE id = :id", id=_id(apps["rejected"], db_url))
+    broken = only_broken(flow)
+    assert (broken.record_id, broken.seq, broken.problem) == (
+        apps["rejected"].id,
+        1,
+        "history_without_record",
+    )
+    assert flow.verify(apps["rejected"].id).broken[0].problem == "history_without_record"
+
+
+def test_a_record_without_history_is_detected(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
+) -> None:
+    execute(
+        raw, "DELETE FROM transition_log WHERE record_id = :id", id=_id(apps["submitted"], db_url)
+    )
+    broken = only_broken(flow)
+    assert (broken.record_id, broken.seq, broken.problem) == (
+        apps["submitted"].id,
+        None,
+        "missing_history",
+    )
+
+
+def test_an_unknown_id_verifies_nothing(flow: wf.Workflow) -> None:
+    report = flow.verify(uuid.uuid4())
+    assert report.ok and report.records == 0
+
+
+def test_explain_tells_the_right_actor_what_it_can_do(flow: wf.Workflow, clock: Clock) -> None:
+    view = drive(flow, "transmitted")
+    explanation = flow.explain(view.id, reviewer())
+    assert explanation.state == "transmitted"
+    assert explanation.possible == ["approve", "reject"]
+    reject = next(e for e in explanation.events if e.event == "reject")
+    assert [c.guard for c in reject.conditions] == ["reasons_given"]
+    produce = next(e for e in explanation.events if e.event == "produce")
+    assert {r.kind for r in produce.reasons} == {"role", "unit", "state"}
+
+
+def test_explain_gives_every_reason_for_a_foreign_actor(flow: wf.Workflow) -> None:
+    view = drive(flow, "ready")
+    explanation = flow.explain(view.id, clerk("310115"))
+    collect = next(e for e in explanation.events if e.event == "collect")
+    assert not collect.possible
+    assert [r.kind for r in collect.reasons] == ["unit"]
+    assert [c.guard for c in collect.conditions] == ["receipt_matches", "old_card_handed_back"]
+    assert flow.explain(view.id, clerk()).possible == ["collect"]
+    assert flow.explain(view.id, producer()).possible == []
+
+
+def test_explain_of_an_unknown_application_is_not_found(flow: wf.Workflow) -> None:
+    with pytest.raises(wf.NotFound):
+        flow.explain(uuid.uuid4(), clerk())
