@@ -24,3 +24,15 @@ def test_the_examples_in_the_document_run(
         report=True,
     )
     assert result.failed == 0, f"{result.failed} example(s) in {document.name} failed; see above"
+
+
+def test_the_auditors_guide_explains_every_problem_and_guard() -> None:
+    from workflow.machine import APPLICATION
+    from workflow.verification import PROBLEMS
+
+    guide = (ROOT / "docs" / "auditing.md").read_text()
+    for problem in PROBLEMS:
+        assert f"`{problem}`" in guide, problem
+    for transition in APPLICATION.transitions.values():
+        for guard in transition.guards:
+            assert f"`{guard.name}`" in guide and guard.rule in guide, guard.name
