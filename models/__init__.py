@@ -1,5 +1,19 @@
 """Tables and schemas of idcard-workflow."""
 
-from models.tables import Application, Base, TransitionLog
+from models.tables import (
+    AllowedTransition,
+    Application,
+    Base,
+    CommandRequest,
+    OutboxEvent,
+    TransitionLog,
+)
 
-__all__ = ["Application", "Base", "TransitionLog"]
+__all__ = [
+    "AllowedTransition",
+    "Application",
+    "Base",
+    "CommandRequest",
+    "OutboxEvent",
+    "TransitionLog",
+]

@@ -176,6 +176,18 @@ class TransitionRecord(_Frozen):
     """SHA-256 over this row and the previous row's hash: the history's tamper-evident chain."""
 
 
+class PendingEvent(_Frozen):
+    """A transition waiting in the outbox to be relayed to the systems around the library."""
+
+    id: int
+    machine: str
+    record_id: uuid.UUID
+    seq: int
+    event: str
+    state: str
+    at: AwareDatetime
+
+
 class Reason(_Frozen):
     """Why an actor can't fire an event now: its ``kind`` is ``role``, ``unit`` or ``state``."""
 

@@ -69,6 +69,7 @@ def _one_of(column: str, values: Any, *, negate: bool = False) -> str:
 OPEN_CONDITION = _one_of("state", CLOSED_STATES, negate=True)
 AWAITING_CARD_CONDITION = _one_of("state", AWAITING_CARD_STATES)
 AWAITING_REVIEW_CONDITION = _one_of("state", (State.TRANSMITTED,))
+PENDING_CONDITION = "acked_at IS NULL"
 
 
 class Base(DeclarativeBase):
@@ -165,6 +166,85 @@ class TransitionLog(Base):
         # A history never has two entries at one position: racing writers can't both append.
         sa.UniqueConstraint("machine", "record_id", "seq"),
         sa.CheckConstraint("seq >= 1", name="seq"),
+        # Only the first row (the creation) has no state before it.
+        sa.CheckConstraint("(seq = 1) = (from_state IS NULL)", name="creation_first"),
+        # Every other row is a transition the machine allows (creation rows carry a NULL and
+        # are not matched, as SQL's MATCH SIMPLE has it).
+        sa.ForeignKeyConstraint(
+            ["machine", "event", "from_state", "to_state"],
+            [
+                "allowed_transitions.machine",
+                "allowed_transitions.event",
+                "allowed_transitions.from_state",
+                "allowed_transitions.to_state",
+            ],
+            name="fk_transition_log_allowed_transitions",
+        ),
+    )
+
+
+class AllowedTransition(Base):
+    """The transitions of every machine, one row each: what the database lets a record do.
+
+    Filled by the migrations with literal rows equal to the machine definitions (a test keeps
+    them equal); triggers check every change of state and every history row against it.
+    """
+
+    __tablename__ = "allowed_transitions"
+
+    machine: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    event: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    from_state: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    to_state: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+
+
+class CommandRequest(Base):
+    """A command that carried a ``request_id``: what it was and what it returned.
+
+    Written in the transaction of the command itself, so a retry finds it exactly when the
+    command took effect; the primary key keeps two racing retries from both taking effect.
+    """
+
+    __tablename__ = "command_requests"
+
+    request_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    machine: Mapped[str] = mapped_column(sa.String(32))
+    record_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    command: Mapped[str] = mapped_column(sa.String(32))
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    """SHA-256 over the command, its target, its actor and its arguments."""
+    response: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OutboxEvent(Base):
+    """One row per transition, written with it, for the systems around the library to relay.
+
+    Rows are delivered at least once, in ``id`` order (hence in order per record), until
+    acknowledged.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    machine: Mapped[str] = mapped_column(sa.String(32))
+    record_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid)
+    seq: Mapped[int] = mapped_column(sa.Integer)
+    event: Mapped[str] = mapped_column(sa.String(32))
+    state: Mapped[str] = mapped_column(sa.String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        sa.UniqueConstraint("machine", "record_id", "seq"),
+        sa.Index(
+            "ix_outbox_pending",
+            "id",
+            sqlite_where=sa.text(PENDING_CONDITION),
+            postgresql_where=sa.text(PENDING_CONDITION),
+        ),
     )
 
 
@@ -174,8 +254,12 @@ __all__ = [
     "AWAITING_REVIEW_CONDITION",
     "CLOSED_STATES",
     "OPEN_CONDITION",
+    "PENDING_CONDITION",
+    "AllowedTransition",
     "Application",
     "Base",
+    "CommandRequest",
+    "OutboxEvent",
     "TransitionLog",
     "UTCDateTime",
 ]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -75,6 +77,31 @@ class Clock:
         self.now += timedelta(**delta)
 
 
+@contextmanager
+def tampering(url: str) -> Iterator[sa.Engine]:
+    """An engine that writes behind the library's back and past the database's own refusals,
+    as someone with full rights over the database could: on SQLite the triggers are dropped,
+    on PostgreSQL each connection takes the replica role, which skips triggers and foreign keys."""
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as conn:
+            names = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+            for (name,) in names.all():
+                conn.exec_driver_sql(f"DROP TRIGGER {name}")
+    else:
+
+        @sa.event.listens_for(engine, "connect")
+        def _replica(dbapi_connection: Any, record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SET session_replication_role = replica")
+            cursor.close()
+
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def postgres_url() -> str | None:
     return os.environ.get(POSTGRES_URL_VARIABLE) or None
 
@@ -97,7 +124,11 @@ class Databases:
         if self.postgres:
             engine = sa.create_engine(self.postgres)
             with engine.begin() as conn:
-                conn.exec_driver_sql("TRUNCATE applications, transition_log")
+                # The log's triggers refuse TRUNCATE; a superuser's replica role skips triggers.
+                conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+                conn.exec_driver_sql(
+                    "TRUNCATE applications, transition_log, command_requests, outbox"
+                )
             engine.dispose()
             return self.postgres
         self._count += 1

@@ -8,12 +8,16 @@ log row with what the guards checked, in one transaction.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, StringConstraints, TypeAdapter
+from pydantic_core import to_jsonable_python
 
 from models.schemas import Actor, Condition, EventOption, Explanation, Reason, TransitionRecord
 from workflow.chain import entry_hash
@@ -22,11 +26,16 @@ from workflow.errors import (
     ConcurrentUpdate,
     ConfigurationError,
     GuardFailed,
+    IdempotencyConflict,
     IllegalTransition,
     NotFound,
+    WorkflowError,
 )
 from workflow.repository import Repository
 from workflow.store import ConflictMap, Store
+
+log = logging.getLogger("workflow")
+"""Commands and refusals at INFO: ids, events, roles and units only, never personal data."""
 
 Clock = Callable[[], datetime]
 """Returns the current time as an aware datetime."""
@@ -57,6 +66,86 @@ def as_record_id(value: Any) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else _RECORD_ID.validate_python(value)
 
 
+class _RequestTaken(Exception):
+    """Another transaction recorded the same request id first."""
+
+
+_REQUEST_TAKEN: ConflictMap = {
+    "command_requests.request_id": _RequestTaken,
+    "pk_command_requests": _RequestTaken,
+}
+
+_REQUEST_ID = TypeAdapter(
+    Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+)
+
+
+class _Request:
+    """A command carrying a request id: its fingerprint, and how to answer a retry."""
+
+    def __init__(self, request_id: str, machine: str, command: str, fingerprint: str) -> None:
+        self.request_id = request_id
+        self.machine = machine
+        self.command = command
+        self.fingerprint = fingerprint
+
+    @classmethod
+    def of(
+        cls,
+        request_id: str | None,
+        machine: str,
+        command: str,
+        record_id: uuid.UUID | None,
+        actor: Actor,
+        arguments: Any,
+    ) -> _Request | None:
+        if request_id is None:
+            return None
+        request_id = _REQUEST_ID.validate_python(request_id)
+        content = {
+            "machine": machine,
+            "command": command,
+            "record_id": str(record_id) if record_id else None,
+            "actor": actor.model_dump(mode="json"),
+            "arguments": _canonical(arguments),
+        }
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return cls(request_id, machine, command, hashlib.sha256(text.encode()).hexdigest())
+
+    def row(self, record_id: uuid.UUID, result: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "machine": self.machine,
+            "record_id": record_id,
+            "command": self.command,
+            "fingerprint": self.fingerprint,
+            "response": to_jsonable_python(dict(result)),
+            "at": now,
+        }
+
+    def replay(self, prior: Mapping[Any, Any]) -> dict[str, Any]:
+        if prior["fingerprint"] != self.fingerprint:
+            raise IdempotencyConflict(self.request_id, str(prior["command"]))
+        return dict(prior["response"])
+
+
+def _canonical(arguments: Any) -> Any:
+    # Sets have no order: sort them so equal arguments give equal fingerprints everywhere.
+    if isinstance(arguments, BaseModel):
+        arguments = arguments.model_dump(mode="python")
+    if isinstance(arguments, Mapping):
+        return {str(k): _canonical(v) for k, v in arguments.items()}
+    if isinstance(arguments, (set, frozenset)):
+        return sorted(_canonical(v) for v in arguments)
+    if isinstance(arguments, (list, tuple)):
+        return [_canonical(v) for v in arguments]
+    return to_jsonable_python(arguments)
+
+
+def _who(actor: Actor) -> str:
+    return f"{actor.role}@{actor.unit} ({actor.id})"
+
+
 class Runner:
     """Fires events of one machine against its table, through a `Store`."""
 
@@ -80,20 +169,24 @@ class Runner:
         values: Mapping[str, Any],
         *,
         actor: Actor,
-        details: Mapping[str, Any],
         now: datetime,
+        arguments: Any,
         check: Callable[[Any], None] | None = None,
         conflicts: ConflictMap | None = None,
+        request_id: str | None = None,
     ) -> dict[str, Any]:
         """Create a record in the initial state with version 1 and its first log row.
 
         ``check(conn)`` runs inside the transaction before the insert (e.g. a duplicate check).
+        ``arguments`` are the command's own (for the request fingerprint).
         """
         d = self.definition
-        d.creation.require(d.creation_event, actor, Columns(values))
+        command = d.creation_event
+        request = _Request.of(request_id, d.name, command, None, actor, arguments)
+        d.creation.require(command, actor, Columns(values))
         record_id = uuid.uuid4()
-        details = {**details, **d.creation_facts(Columns(values))}
-        entry = self._entry(record_id, 1, d.creation_event, None, d.initial, actor, now, details)
+        facts = d.creation_facts(Columns(values))
+        entry = self._entry(record_id, 1, command, None, d.initial, actor, now, facts)
         row = {
             **values,
             "id": record_id,
@@ -101,15 +194,34 @@ class Runner:
             "version": 1,
             "chain_head": entry["hash"],
         }
-        with self.store.transaction(write=True, conflicts=conflicts) as conn:
-            if check is not None:
-                check(conn)
-            self.repository.insert(conn, row)
-            self.repository.append(conn, entry)
+        try:
+            with self.store.transaction(
+                write=True, conflicts={**(conflicts or {}), **_REQUEST_TAKEN}
+            ) as conn:
+                if request is not None:
+                    prior = self.repository.find_request(conn, request.request_id)
+                    if prior is not None:
+                        return request.replay(prior)
+                    # First, so that a racing retry stops here and replays this one's result.
+                    self.repository.record_request(conn, request.row(record_id, row, now))
+                if check is not None:
+                    check(conn)
+                self.repository.insert(conn, row)
+                self.repository.append(conn, entry)
+        except _RequestTaken:
+            assert request is not None
+            return self._replay_after_race(request)
+        log.info("%s %s: %s by %s", d.name, record_id, command, _who(actor))
         return row
 
     def fire(
-        self, record_id: Any, event: Any, *, actor: Any, payload: Mapping[str, Any]
+        self,
+        record_id: Any,
+        event: Any,
+        *,
+        actor: Any,
+        payload: Mapping[str, Any],
+        request_id: str | None = None,
     ) -> dict[str, Any]:
         """Apply ``event`` to the record; return the record's new column values."""
         record_id = as_record_id(record_id)
@@ -117,50 +229,84 @@ class Runner:
         d = self.definition
         rule = d.events.get(event) if isinstance(event, str) else None
         arguments: BaseModel | None = rule.payload.model_validate(payload) if rule else None
-        with self.store.transaction(write=True) as conn:
-            record = self.repository.load(conn, record_id, lock=True)
-            if record is None:
-                raise NotFound(record_id, machine=d.name)
-            state = str(record["state"])
-            if rule is None:
-                raise IllegalTransition(str(event), state)
-            row = Columns(record)
-            rule.permission.require(event, actor, row)
-            transition = d.transition(state, event)
-            if transition is None:
-                raise IllegalTransition(event, state)
-            details: dict[str, Any] = {}
-            for guard in transition.guards:
-                if not guard.check(row, arguments):
-                    raise GuardFailed(event, guard.name, guard.rule)
-                details.update(guard.facts(row, arguments))
-            now = self.now()
-            version = int(record["version"])
-            entry = self._entry(
-                record_id,
-                version + 1,
-                event,
-                state,
-                transition.target,
-                actor,
-                now,
-                details,
-                previous=record["chain_head"],
+        request = _Request.of(request_id, d.name, str(event), record_id, actor, arguments)
+        try:
+            with self.store.transaction(write=True, conflicts=_REQUEST_TAKEN) as conn:
+                record = self.repository.load(conn, record_id, lock=True)
+                if record is None:
+                    raise NotFound(record_id, machine=d.name)
+                if request is not None:
+                    prior = self.repository.find_request(conn, request.request_id)
+                    if prior is not None:
+                        return request.replay(prior)
+                state = str(record["state"])
+                if rule is None:
+                    raise IllegalTransition(str(event), state)
+                row = Columns(record)
+                rule.permission.require(event, actor, row)
+                transition = d.transition(state, event)
+                if transition is None:
+                    raise IllegalTransition(event, state)
+                details: dict[str, Any] = {}
+                for guard in transition.guards:
+                    if not guard.check(row, arguments):
+                        raise GuardFailed(event, guard.name, guard.rule)
+                    details.update(guard.facts(row, arguments))
+                now = self.now()
+                version = int(record["version"])
+                entry = self._entry(
+                    record_id,
+                    version + 1,
+                    event,
+                    state,
+                    transition.target,
+                    actor,
+                    now,
+                    details,
+                    previous=record["chain_head"],
+                )
+                changes = dict(rule.effect(row, arguments, now)) if rule.effect else {}
+                changes["chain_head"] = entry["hash"]
+                moved = self.repository.compare_and_set(
+                    conn,
+                    record_id,
+                    version=version,
+                    state=state,
+                    new_state=transition.target,
+                    changes=changes,
+                )
+                if not moved:
+                    raise ConcurrentUpdate()
+                self.repository.append(conn, entry)
+                result = {**record, **changes, "state": transition.target, "version": version + 1}
+                if request is not None:
+                    self.repository.record_request(conn, request.row(record_id, result, now))
+        except _RequestTaken:
+            assert request is not None
+            return self._replay_after_race(request)
+        except WorkflowError as refused:
+            log.info(
+                "%s %s: %s by %s refused: %s", d.name, record_id, event, _who(actor), refused.code
             )
-            changes = dict(rule.effect(row, arguments, now)) if rule.effect else {}
-            changes["chain_head"] = entry["hash"]
-            moved = self.repository.compare_and_set(
-                conn,
-                record_id,
-                version=version,
-                state=state,
-                new_state=transition.target,
-                changes=changes,
-            )
-            if not moved:
-                raise ConcurrentUpdate()
-            self.repository.append(conn, entry)
-        return {**record, **changes, "state": transition.target, "version": version + 1}
+            raise
+        log.info(
+            "%s %s: %s by %s, %s -> %s",
+            d.name,
+            record_id,
+            event,
+            _who(actor),
+            state,
+            transition.target,
+        )
+        return result
+
+    def _replay_after_race(self, request: _Request) -> dict[str, Any]:
+        # A racing retry with the same request id committed first: answer as it did.
+        with self.store.transaction(write=False) as conn:
+            prior = self.repository.find_request(conn, request.request_id)
+        if prior is None:  # pragma: no cover - the conflict says it exists
+            raise ConcurrentUpdate()
+        return request.replay(prior)
 
     def _entry(
         self,

@@ -82,6 +82,20 @@ class DuplicateApplication(WorkflowError):
         )
 
 
+class IdempotencyConflict(WorkflowError):
+    """A ``request_id`` was reused for a different command (or target, actor or arguments)."""
+
+    code = "idempotency_conflict"
+
+    def __init__(self, request_id: str, command: str) -> None:
+        self.request_id = request_id
+        self.command = command
+        super().__init__(
+            f"request id {request_id!r} was already used for a different {command} command; "
+            "use a new request id for a new command"
+        )
+
+
 class SchemaOutOfDate(WorkflowError):
     """The database is not at the revision this version of the library needs."""
 

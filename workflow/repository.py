@@ -18,7 +18,10 @@ from models.tables import (
     AWAITING_CARD_CONDITION,
     AWAITING_REVIEW_CONDITION,
     OPEN_CONDITION,
+    PENDING_CONDITION,
     Application,
+    CommandRequest,
+    OutboxEvent,
     TransitionLog,
 )
 
@@ -29,6 +32,8 @@ class Repository:
     def __init__(self, table: sa.Table, machine: str) -> None:
         self.table = table
         self.log: sa.Table = TransitionLog.__table__  # type: ignore[assignment]
+        self.outbox: sa.Table = OutboxEvent.__table__  # type: ignore[assignment]
+        self.requests: sa.Table = CommandRequest.__table__  # type: ignore[assignment]
         self.machine = machine
 
     def load(
@@ -62,7 +67,26 @@ class Repository:
         return result.rowcount == 1
 
     def append(self, conn: Connection, entry: Mapping[str, Any]) -> None:
+        """Append a history row, and its outbox row for the systems around the library."""
         conn.execute(sa.insert(self.log).values(**entry))
+        conn.execute(
+            sa.insert(self.outbox).values(
+                machine=entry["machine"],
+                record_id=entry["record_id"],
+                seq=entry["seq"],
+                event=entry["event"],
+                state=entry["to_state"],
+                at=entry["at"],
+            )
+        )
+
+    def find_request(self, conn: Connection, request_id: str) -> RowMapping | None:
+        t = self.requests
+        query = sa.select(t).where(t.c.request_id == request_id)
+        return conn.execute(query).mappings().one_or_none()
+
+    def record_request(self, conn: Connection, row: Mapping[str, Any]) -> None:
+        conn.execute(sa.insert(self.requests).values(**row))
 
     def history(self, conn: Connection, record_id: uuid.UUID) -> Sequence[RowMapping]:
         log = self.log
@@ -109,6 +133,27 @@ class Repository:
         if record_id is not None:
             query = query.where(log.c.record_id == record_id)
         return [(row[0], int(row[1])) for row in conn.execute(query)]
+
+
+class OutboxRepository:
+    """The outbox shared by every machine: pending events in order, and acknowledgements."""
+
+    def __init__(self) -> None:
+        self.table: sa.Table = OutboxEvent.__table__  # type: ignore[assignment]
+
+    def pending(self, conn: Connection, limit: int) -> Sequence[RowMapping]:
+        t = self.table
+        query = sa.select(t).where(sa.text(PENDING_CONDITION)).order_by(t.c.id).limit(limit)
+        return conn.execute(query).mappings().all()
+
+    def ack(self, conn: Connection, event_ids: Sequence[int], at: datetime) -> int:
+        t = self.table
+        result = conn.execute(
+            sa.update(t)
+            .where(t.c.id.in_(list(event_ids)), t.c.acked_at.is_(None))
+            .values(acked_at=at)
+        )
+        return int(result.rowcount)
 
 
 class ApplicationRepository(Repository):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -13,12 +13,18 @@ from sqlalchemy.engine import Connection
 
 from models.citizen_id import mask_citizen_id
 from models.enums import RejectionGround
-from models.schemas import ApplicationView, Explanation, SubmitApplication, TransitionRecord
+from models.schemas import (
+    ApplicationView,
+    Explanation,
+    PendingEvent,
+    SubmitApplication,
+    TransitionRecord,
+)
 from workflow.db import require_head
 from workflow.engine import Clock, Runner, as_actor, as_record_id, from_row, system_clock
 from workflow.errors import DuplicateApplication
 from workflow.machine import APPLICATION, ISSUE_WITHIN
-from workflow.repository import ApplicationRepository
+from workflow.repository import ApplicationRepository, OutboxRepository
 from workflow.store import Bind, Store
 from workflow.verification import VerificationReport, verify
 
@@ -28,6 +34,10 @@ RECEIPT_LENGTH = 12
 """12 characters of 32: 60 bits, unguessable."""
 
 _FORM = TypeAdapter(SubmitApplication)
+_LIMIT = TypeAdapter(Annotated[int, Field(strict=True, ge=1, le=10_000)])
+_EVENT_IDS = TypeAdapter(
+    Annotated[list[Annotated[int, Field(strict=True, ge=1)]], Field(max_length=10_000)]
+)
 _BATCH = TypeAdapter(Annotated[int, Field(strict=True, ge=1, le=100_000)])
 
 
@@ -62,6 +72,7 @@ class Workflow:
             self._store.close()
             raise
         self._repository = ApplicationRepository()
+        self._outbox = OutboxRepository()
         self._runner = Runner(self._store, APPLICATION, self._repository, clock or system_clock)
 
     def close(self) -> None:
@@ -76,7 +87,9 @@ class Workflow:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def submit(self, cmd: SubmitApplication, *, actor: Any) -> ApplicationView:
+    def submit(
+        self, cmd: SubmitApplication, *, actor: Any, request_id: str | None = None
+    ) -> ApplicationView:
         """Accept an application at the acceptance point: (new) → submitted."""
         cmd = cmd if isinstance(cmd, SubmitApplication) else _FORM.validate_python(cmd)
         actor = as_actor(actor)
@@ -98,9 +111,9 @@ class Workflow:
             "rejection_note": None,
             "old_card_returned": False,
         }
-        duplicate: Callable[[], DuplicateApplication] = lambda: DuplicateApplication(  # noqa: E731
-            mask_citizen_id(cmd.citizen_id)
-        )
+
+        def duplicate() -> DuplicateApplication:
+            return DuplicateApplication(mask_citizen_id(cmd.citizen_id))
 
         def refuse_duplicate(conn: Connection) -> None:
             if self._repository.has_open(conn, cmd.citizen_id):
@@ -109,24 +122,29 @@ class Workflow:
         row = self._runner.create(
             values,
             actor=actor,
-            details={},
             now=now,
+            arguments=cmd,
             check=refuse_duplicate,
             # A racing submission that passed the check above meets the partial unique index.
             conflicts={
                 "uq_applications_open_citizen": duplicate,
                 "applications.citizen_id": duplicate,
             },
+            request_id=request_id,
         )
         return _view(row)
 
-    def transmit(self, app_id: uuid.UUID, *, actor: Any) -> ApplicationView:
+    def transmit(
+        self, app_id: uuid.UUID, *, actor: Any, request_id: str | None = None
+    ) -> ApplicationView:
         """Send the application to the household-registration county: submitted → transmitted."""
-        return self.fire(app_id, "transmit", actor=actor)
+        return self.fire(app_id, "transmit", actor=actor, request_id=request_id)
 
-    def approve(self, app_id: uuid.UUID, *, actor: Any) -> ApplicationView:
+    def approve(
+        self, app_id: uuid.UUID, *, actor: Any, request_id: str | None = None
+    ) -> ApplicationView:
         """The household-registration county signs off: transmitted → approved."""
-        return self.fire(app_id, "approve", actor=actor)
+        return self.fire(app_id, "approve", actor=actor, request_id=request_id)
 
     def reject(
         self,
@@ -135,17 +153,24 @@ class Workflow:
         actor: Any,
         ground: RejectionGround | str,
         note: str = "",
+        request_id: str | None = None,
     ) -> ApplicationView:
         """The household-registration county refuses, with its ground: transmitted → rejected."""
-        return self.fire(app_id, "reject", actor=actor, ground=ground, note=note)
+        return self.fire(
+            app_id, "reject", actor=actor, request_id=request_id, ground=ground, note=note
+        )
 
-    def produce(self, app_id: uuid.UUID, *, actor: Any) -> ApplicationView:
+    def produce(
+        self, app_id: uuid.UUID, *, actor: Any, request_id: str | None = None
+    ) -> ApplicationView:
         """The card is produced and checked: approved → produced."""
-        return self.fire(app_id, "produce", actor=actor)
+        return self.fire(app_id, "produce", actor=actor, request_id=request_id)
 
-    def mark_ready(self, app_id: uuid.UUID, *, actor: Any) -> ApplicationView:
+    def mark_ready(
+        self, app_id: uuid.UUID, *, actor: Any, request_id: str | None = None
+    ) -> ApplicationView:
         """The card is at the acceptance point and verified: produced → ready."""
-        return self.fire(app_id, "mark_ready", actor=actor)
+        return self.fire(app_id, "mark_ready", actor=actor, request_id=request_id)
 
     def collect(
         self,
@@ -154,19 +179,56 @@ class Workflow:
         actor: Any,
         receipt_no: str,
         old_card_returned: bool = False,
+        request_id: str | None = None,
     ) -> ApplicationView:
         """The applicant takes the card, with the receipt (and old card): ready → collected."""
         return self.fire(
             app_id,
             "collect",
             actor=actor,
+            request_id=request_id,
             receipt_no=receipt_no,
             old_card_returned=old_card_returned,
         )
 
-    def fire(self, app_id: uuid.UUID, event: str, *, actor: Any, **payload: Any) -> ApplicationView:
-        """Apply any event but submit by name; ``payload`` is that command's keyword arguments."""
-        return _view(self._runner.fire(app_id, event, actor=actor, payload=payload))
+    def fire(
+        self,
+        app_id: uuid.UUID,
+        event: str,
+        *,
+        actor: Any,
+        request_id: str | None = None,
+        **payload: Any,
+    ) -> ApplicationView:
+        """Apply any event but submit by name; ``payload`` is that command's keyword arguments.
+
+        With a ``request_id``, a retry of a command that took effect returns the same result
+        and changes nothing; the same id used for another command raises `IdempotencyConflict`.
+        """
+        return _view(
+            self._runner.fire(app_id, event, actor=actor, payload=payload, request_id=request_id)
+        )
+
+    # -- the outbox -------------------------------------------------------------------------
+
+    def pending_events(self, limit: int = 100) -> list[PendingEvent]:
+        """Transitions not yet acknowledged, oldest first (so in order for each record).
+
+        A host relays them and then acknowledges them with `ack`; delivery is at least once.
+        """
+        size = _LIMIT.validate_python(limit)
+        with self._store.transaction(write=False) as conn:
+            rows = self._outbox.pending(conn, size)
+        return [from_row(PendingEvent, r) for r in rows]
+
+    def ack(self, event_ids: Iterable[int]) -> int:
+        """Mark these outbox events delivered; returns how many were pending until now."""
+        ids = _EVENT_IDS.validate_python(event_ids)
+        if not ids:
+            return 0
+        now = self._runner.now()
+        with self._store.transaction(write=True) as conn:
+            return self._outbox.ack(conn, ids, now)
 
     # -- queries ----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from workflow.errors import ConcurrentUpdate, ConfigurationError, StorageError, WorkflowError
+from workflow.errors import ConcurrentUpdate, ConfigurationError, StorageError
 
 Bind = str | URL | Engine | Session
 """What the library runs on: a database URL, an `Engine`, or a caller's `Session`."""
@@ -68,7 +68,7 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
 
 
-ConflictMap = Mapping[str, Callable[[], WorkflowError]]
+ConflictMap = Mapping[str, Callable[[], Exception]]
 """Constraint names (or SQLite's ``table.column`` wording of them) to the error they mean."""
 
 
@@ -137,7 +137,7 @@ class Store:
             raise StorageError(f"database error: {type(exc).__name__}") from exc
 
 
-def _translate(exc: DBAPIError, conflicts: ConflictMap) -> WorkflowError:
+def _translate(exc: DBAPIError, conflicts: ConflictMap) -> Exception:
     message = str(exc.orig)
     if isinstance(exc, IntegrityError):
         for needle, make in conflicts.items():

@@ -69,9 +69,11 @@ def upgrade() -> None:
 
     conn = op.get_bind()
     heads: dict[object, str] = {}
-    rows = conn.execute(
-        sa.select(log).order_by(log.c.machine, log.c.record_id, log.c.seq)
-    ).mappings().all()
+    rows = (
+        conn.execute(sa.select(log).order_by(log.c.machine, log.c.record_id, log.c.seq))
+        .mappings()
+        .all()
+    )
     for row in rows:
         key = (row["machine"], row["record_id"])
         digest = _hash(dict(row), heads.get(key, ""))

@@ -11,15 +11,14 @@ import sqlalchemy as sa
 
 import workflow as wf
 from models.enums import Kind
-from tests.support import Clock, clerk, drive, producer, reviewer
+from tests.support import Clock, clerk, drive, producer, reviewer, tampering
 
 
 @pytest.fixture
 def raw(db_url: str) -> Iterator[sa.Engine]:
-    """A plain engine for writing to the tables behind the library's back."""
-    engine = sa.create_engine(db_url)
-    yield engine
-    engine.dispose()
+    """An engine that writes to the tables behind the library's back, past the triggers."""
+    with tampering(db_url) as engine:
+        yield engine
 
 
 @pytest.fixture
