@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, StringConstraints, TypeAdapter
+from pydantic import BaseModel, Strict, StringConstraints, TypeAdapter
 from pydantic_core import to_jsonable_python
 
 from models.schemas import Actor, Condition, EventOption, Explanation, Reason, TransitionRecord
@@ -76,8 +76,13 @@ _REQUEST_TAKEN: ConflictMap = {
 }
 
 _REQUEST_ID = TypeAdapter(
-    Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+    Annotated[
+        str,
+        Strict(),
+        StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$"),
+    ]
 )
+"""A request id: 1 to 128 printable ASCII characters, no spaces."""
 
 
 class _Request:
