@@ -280,7 +280,8 @@ def test_the_database_itself_refuses_a_second_open_application(
     row["documents"] = sorted(row["documents"])
     row["chain_head"] = "0" * 64
     table = wf.Base.metadata.tables["applications"]
-    with pytest.raises(sa.exc.IntegrityError, match="citizen_id|open_citizen"), engine.begin() as conn:
+    refusal = pytest.raises(sa.exc.IntegrityError, match=r"citizen_id|open_citizen")
+    with refusal, engine.begin() as conn:
         conn.execute(sa.insert(table).values(**row))
     # The same row for another citizen goes in: it was the open application that was refused.
     with engine.begin() as conn:
