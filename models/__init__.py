@@ -5,6 +5,8 @@ from models.tables import (
     Application,
     Base,
     CommandRequest,
+    FoundCard,
+    LossReport,
     OutboxEvent,
     TransitionLog,
 )
@@ -14,6 +16,8 @@ __all__ = [
     "Application",
     "Base",
     "CommandRequest",
+    "FoundCard",
+    "LossReport",
     "OutboxEvent",
     "TransitionLog",
 ]

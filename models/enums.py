@@ -29,6 +29,22 @@ class State(StrEnum):
     COLLECTED = "collected"
 
 
+class LossReportState(StrEnum):
+    """The states of a loss report."""
+
+    REPORTED = "reported"
+    WITHDRAWN = "withdrawn"
+    CLOSED = "closed"
+
+
+class FoundCardState(StrEnum):
+    """The states of a card handed in as found."""
+
+    HELD = "held"
+    RETURNED = "returned"
+    DESTROYED = "destroyed"
+
+
 class Role(StrEnum):
     """Who an actor is; the unit an actor works in is interpreted per role."""
 

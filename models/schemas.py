@@ -26,7 +26,9 @@ from models.enums import (
     UNIT_DIGITS,
     Document,
     FeeWaiver,
+    FoundCardState,
     Kind,
+    LossReportState,
     RejectionGround,
     Role,
     State,
@@ -129,6 +131,18 @@ class CollectPayload(_Frozen):
     old_card_returned: bool = False
 
 
+class WithdrawPayload(_Frozen):
+    """What the clerk checks when a loss report is withdrawn."""
+
+    card_presented: bool = False
+
+
+class ReturnPayload(_Frozen):
+    """What the clerk checks when a found card is handed back to its owner."""
+
+    identity_checked: bool = False
+
+
 class NoPayload(_Frozen):
     """An event that takes no arguments beyond the actor."""
 
@@ -158,6 +172,37 @@ class ApplicationView(_Frozen):
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for key, value in super().__repr_args__():
             yield key, mask_citizen_id(value) if key == "citizen_id" else value
+
+
+class _MaskedCitizen(_Frozen):
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for key, value in super().__repr_args__():
+            yield key, mask_citizen_id(value) if key == "citizen_id" else value
+
+
+class LossReportView(_MaskedCitizen):
+    """A loss report as the library reports it. Every datetime is timezone-aware UTC."""
+
+    id: uuid.UUID
+    state: LossReportState
+    version: int
+    citizen_id: str
+    reported_unit: str
+    application_id: uuid.UUID | None
+    reported_at: AwareDatetime
+    ended_at: AwareDatetime | None
+
+
+class FoundCardView(_MaskedCitizen):
+    """A found card as the library reports it. Every datetime is timezone-aware UTC."""
+
+    id: uuid.UUID
+    state: FoundCardState
+    version: int
+    citizen_id: str
+    held_unit: str
+    registered_at: AwareDatetime
+    ended_at: AwareDatetime | None
 
 
 class TransitionRecord(_Frozen):

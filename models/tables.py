@@ -15,7 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from models.enums import FeeWaiver, Kind, RejectionGround, State
+from models.enums import (
+    FeeWaiver,
+    FoundCardState,
+    Kind,
+    LossReportState,
+    RejectionGround,
+    State,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -70,6 +77,7 @@ OPEN_CONDITION = _one_of("state", CLOSED_STATES, negate=True)
 AWAITING_CARD_CONDITION = _one_of("state", AWAITING_CARD_STATES)
 AWAITING_REVIEW_CONDITION = _one_of("state", (State.TRANSMITTED,))
 PENDING_CONDITION = "acked_at IS NULL"
+ACTIVE_LOSS_CONDITION = _one_of("state", (LossReportState.REPORTED,))
 
 
 class Base(DeclarativeBase):
@@ -124,6 +132,8 @@ class Application(Base):
             sqlite_where=sa.text(OPEN_CONDITION),
             postgresql_where=sa.text(OPEN_CONDITION),
         ),
+        # Found cards and loss reports look up a citizen's replacement applications.
+        sa.Index("ix_applications_citizen_id", "citizen_id"),
         # The overdue queries read these partial indexes only: flat in table size.
         sa.Index(
             "ix_applications_overdue",
@@ -137,6 +147,59 @@ class Application(Base):
             sqlite_where=sa.text(AWAITING_REVIEW_CONDITION),
             postgresql_where=sa.text(AWAITING_REVIEW_CONDITION),
         ),
+    )
+
+
+class LossReport(Base):
+    """A report that a resident identity card was lost (挂失申报)."""
+
+    __tablename__ = "loss_reports"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    state: Mapped[str] = mapped_column(sa.String(20))
+    version: Mapped[int] = mapped_column(sa.Integer)
+    chain_head: Mapped[str] = mapped_column(sa.String(64))
+    citizen_id: Mapped[str] = mapped_column(sa.String(18))
+    reported_unit: Mapped[str] = mapped_column(sa.String(6))
+    """The division code of the office where the loss was reported."""
+    application_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    """The replacement application that filed this report, if one did."""
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        sa.CheckConstraint(_one_of("state", LossReportState), name="state"),
+        sa.CheckConstraint("version >= 1", name="version"),
+        # At most one active report per citizen: the database refuses a second one.
+        sa.Index(
+            "uq_loss_reports_active_citizen",
+            "citizen_id",
+            unique=True,
+            sqlite_where=sa.text(ACTIVE_LOSS_CONDITION),
+            postgresql_where=sa.text(ACTIVE_LOSS_CONDITION),
+        ),
+    )
+
+
+class FoundCard(Base):
+    """A resident identity card handed in as found (丢失招领)."""
+
+    __tablename__ = "found_cards"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    state: Mapped[str] = mapped_column(sa.String(20))
+    version: Mapped[int] = mapped_column(sa.Integer)
+    chain_head: Mapped[str] = mapped_column(sa.String(64))
+    citizen_id: Mapped[str] = mapped_column(sa.String(18))
+    held_unit: Mapped[str] = mapped_column(sa.String(6))
+    """The division code of the office that holds the card."""
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        sa.CheckConstraint(_one_of("state", FoundCardState), name="state"),
+        sa.CheckConstraint("version >= 1", name="version"),
+        sa.Index("ix_found_cards_citizen_id", "citizen_id"),
     )
 
 
@@ -249,6 +312,7 @@ class OutboxEvent(Base):
 
 
 __all__ = [
+    "ACTIVE_LOSS_CONDITION",
     "AWAITING_CARD_CONDITION",
     "AWAITING_CARD_STATES",
     "AWAITING_REVIEW_CONDITION",
@@ -259,6 +323,8 @@ __all__ = [
     "Application",
     "Base",
     "CommandRequest",
+    "FoundCard",
+    "LossReport",
     "OutboxEvent",
     "TransitionLog",
     "UTCDateTime",

@@ -4,13 +4,24 @@ The public API; see ``docs/embedding.md``.
 """
 
 from models import Base
-from models.enums import Document, FeeWaiver, Kind, RejectionGround, Role, State
+from models.enums import (
+    Document,
+    FeeWaiver,
+    FoundCardState,
+    Kind,
+    LossReportState,
+    RejectionGround,
+    Role,
+    State,
+)
 from models.schemas import (
     Actor,
     ApplicationView,
     Condition,
     EventOption,
     Explanation,
+    FoundCardView,
+    LossReportView,
     PendingEvent,
     Reason,
     SubmitApplication,
@@ -21,6 +32,7 @@ from workflow.errors import (
     ConcurrentUpdate,
     ConfigurationError,
     DuplicateApplication,
+    DuplicateLossReport,
     GuardFailed,
     IdempotencyConflict,
     IllegalTransition,
@@ -30,13 +42,18 @@ from workflow.errors import (
     StorageError,
     WorkflowError,
 )
+from workflow.found_card import FOUND_CARD, FoundCardMachine
+from workflow.loss_report import LOSS_REPORT, LossReportMachine
 from workflow.machine import APPLICATION, ApplicationMachine
-from workflow.service import Workflow
+from workflow.service import MACHINES, Workflow
 from workflow.store import create_engine
 from workflow.verification import BrokenRecord, VerificationReport
 
 __all__ = [
     "APPLICATION",
+    "FOUND_CARD",
+    "LOSS_REPORT",
+    "MACHINES",
     "Actor",
     "ApplicationMachine",
     "ApplicationView",
@@ -47,13 +64,20 @@ __all__ = [
     "ConfigurationError",
     "Document",
     "DuplicateApplication",
+    "DuplicateLossReport",
     "EventOption",
     "Explanation",
     "FeeWaiver",
+    "FoundCardMachine",
+    "FoundCardState",
+    "FoundCardView",
     "GuardFailed",
     "IdempotencyConflict",
     "IllegalTransition",
     "Kind",
+    "LossReportMachine",
+    "LossReportState",
+    "LossReportView",
     "NotFound",
     "PendingEvent",
     "PermissionDenied",

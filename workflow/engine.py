@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, Strict, StringConstraints, TypeAdapter
 from pydantic_core import to_jsonable_python
+from sqlalchemy.engine import Connection
 
 from models.schemas import Actor, Condition, EventOption, Explanation, Reason, TransitionRecord
 from workflow.chain import entry_hash
@@ -31,7 +32,7 @@ from workflow.errors import (
     NotFound,
     WorkflowError,
 )
-from workflow.repository import Repository
+from workflow.repository import Repository, RequestRepository
 from workflow.store import ConflictMap, Store
 
 log = logging.getLogger("workflow")
@@ -85,7 +86,7 @@ _REQUEST_ID = TypeAdapter(
 """A request id: 1 to 128 printable ASCII characters, no spaces."""
 
 
-class _Request:
+class Request:
     """A command carrying a request id: its fingerprint, and how to answer a retry."""
 
     def __init__(self, request_id: str, machine: str, command: str, fingerprint: str) -> None:
@@ -103,7 +104,7 @@ class _Request:
         record_id: uuid.UUID | None,
         actor: Actor,
         arguments: Any,
-    ) -> _Request | None:
+    ) -> Request | None:
         if request_id is None:
             return None
         request_id = _REQUEST_ID.validate_python(request_id)
@@ -151,15 +152,17 @@ def _who(actor: Actor) -> str:
     return f"{actor.role}@{actor.unit} ({actor.id})"
 
 
-class Runner:
-    """Fires events of one machine against its table, through a `Store`."""
+class Executor:
+    """Runs one command as one transaction, answering retries of requests that took effect.
 
-    def __init__(
-        self, store: Store, definition: Definition, repository: Repository, clock: Clock
-    ) -> None:
+    ``work(conn)`` does the command's steps (any number of records, of any machines) and
+    returns ``(record_id, result)``; with a request, the request is recorded in the same
+    transaction. A retry, or a racing duplicate that lost, gets the recorded result back.
+    """
+
+    def __init__(self, store: Store, requests: RequestRepository, clock: Clock) -> None:
         self.store = store
-        self.definition = definition
-        self.repository = repository
+        self.requests = requests
         self._clock = clock
 
     def now(self) -> datetime:
@@ -169,29 +172,76 @@ class Runner:
             raise ConfigurationError("the clock must return a timezone-aware datetime")
         return value.astimezone(UTC)
 
-    def create(
+    def execute(
         self,
-        values: Mapping[str, Any],
+        request: Request | None,
+        work: Callable[[Connection], tuple[uuid.UUID, dict[str, Any]]],
         *,
-        actor: Actor,
-        now: datetime,
-        arguments: Any,
-        check: Callable[[Any], None] | None = None,
         conflicts: ConflictMap | None = None,
-        request_id: str | None = None,
     ) -> dict[str, Any]:
-        """Create a record in the initial state with version 1 and its first log row.
+        try:
+            with self.store.transaction(
+                write=True, conflicts={**(conflicts or {}), **_REQUEST_TAKEN}
+            ) as conn:
+                if request is not None:
+                    prior = self.requests.find(conn, request.request_id)
+                    if prior is not None:
+                        return request.replay(prior)
+                record_id, result = work(conn)
+                if request is not None:
+                    self.requests.record(conn, request.row(record_id, result, self.now()))
+            return result
+        except (_RequestTaken, WorkflowError) as exc:
+            if request is None or isinstance(exc, IdempotencyConflict):
+                raise
+            # A racing retry with the same request id may have taken effect first, making this
+            # one fail (a unique key, a moved state): answer as that one did.
+            with self.store.transaction(write=False) as conn:
+                prior = self.requests.find(conn, request.request_id)
+            if prior is None:
+                if isinstance(exc, _RequestTaken):  # pragma: no cover - the conflict says it exists
+                    raise ConcurrentUpdate() from None
+                raise
+            return request.replay(prior)
 
-        ``check(conn)`` runs inside the transaction before the insert (e.g. a duplicate check).
-        ``arguments`` are the command's own (for the request fingerprint).
-        """
+
+Context = Callable[[Connection, Mapping[Any, Any]], Mapping[str, Any]]
+"""Facts about a record that its guards need from elsewhere in the database, computed in the
+command's transaction; guards read them like columns and the log records them."""
+
+
+class Runner:
+    """The steps of one machine's commands on its table, inside a caller's transaction."""
+
+    def __init__(self, executor: Executor, definition: Definition, repository: Repository) -> None:
+        self.executor = executor
+        self.store = executor.store
+        self.definition = definition
+        self.repository = repository
+
+    def now(self) -> datetime:
+        return self.executor.now()
+
+    def arguments(self, event: Any, payload: Mapping[str, Any]) -> BaseModel | None:
+        """The event's validated payload (a `ValidationError` names what is wrong), or None for
+        a name that is no event of the machine."""
+        rule = self.definition.events.get(event) if isinstance(event, str) else None
+        return rule.payload.model_validate(payload) if rule else None
+
+    def may_create(self, actor: Actor, values: Mapping[str, Any]) -> None:
+        """Raise `PermissionDenied` unless ``actor`` may create a record with these values."""
         d = self.definition
-        command = d.creation_event
-        request = _Request.of(request_id, d.name, command, None, actor, arguments)
-        d.creation.require(command, actor, Columns(values))
+        d.creation.require(d.creation_event, actor, Columns(values))
+
+    def create_in(
+        self, conn: Connection, values: Mapping[str, Any], *, actor: Actor, now: datetime
+    ) -> dict[str, Any]:
+        """Insert a record in the initial state with version 1, and its first log row."""
+        d = self.definition
+        self.may_create(actor, values)
         record_id = uuid.uuid4()
         facts = d.creation_facts(Columns(values))
-        entry = self._entry(record_id, 1, command, None, d.initial, actor, now, facts)
+        entry = self._entry(record_id, 1, d.creation_event, None, d.initial, actor, now, facts)
         row = {
             **values,
             "id": record_id,
@@ -199,96 +249,73 @@ class Runner:
             "version": 1,
             "chain_head": entry["hash"],
         }
-        try:
-            with self.store.transaction(
-                write=True, conflicts={**(conflicts or {}), **_REQUEST_TAKEN}
-            ) as conn:
-                if request is not None:
-                    prior = self.repository.find_request(conn, request.request_id)
-                    if prior is not None:
-                        return request.replay(prior)
-                    # First, so that a racing retry stops here and replays this one's result.
-                    self.repository.record_request(conn, request.row(record_id, row, now))
-                if check is not None:
-                    check(conn)
-                self.repository.insert(conn, row)
-                self.repository.append(conn, entry)
-        except _RequestTaken:
-            assert request is not None
-            return self._replay_after_race(request)
-        log.info("%s %s: %s by %s", d.name, record_id, command, _who(actor))
+        self.repository.insert(conn, row)
+        self.repository.append(conn, entry)
+        log.info("%s %s: %s by %s", d.name, record_id, d.creation_event, _who(actor))
         return row
 
-    def fire(
+    def fire_in(
         self,
-        record_id: Any,
+        conn: Connection,
+        record_id: uuid.UUID,
         event: Any,
         *,
-        actor: Any,
-        payload: Mapping[str, Any],
-        request_id: str | None = None,
+        actor: Actor,
+        arguments: BaseModel | None,
+        context: Context | None = None,
     ) -> dict[str, Any]:
-        """Apply ``event`` to the record; return the record's new column values."""
-        record_id = as_record_id(record_id)
-        actor = as_actor(actor)
+        """Apply ``event`` to the record; return the record's new column values.
+
+        Checks, in order: the record exists, the actor may fire the event, the event is
+        allowed in the record's state, every guard holds. Then it moves the record with a
+        compare-and-set on its version and appends the log row with the facts checked.
+        """
         d = self.definition
-        rule = d.events.get(event) if isinstance(event, str) else None
-        arguments: BaseModel | None = rule.payload.model_validate(payload) if rule else None
-        request = _Request.of(request_id, d.name, str(event), record_id, actor, arguments)
         try:
-            with self.store.transaction(write=True, conflicts=_REQUEST_TAKEN) as conn:
-                record = self.repository.load(conn, record_id, lock=True)
-                if record is None:
-                    raise NotFound(record_id, machine=d.name)
-                if request is not None:
-                    prior = self.repository.find_request(conn, request.request_id)
-                    if prior is not None:
-                        return request.replay(prior)
-                state = str(record["state"])
-                if rule is None:
-                    raise IllegalTransition(str(event), state)
-                row = Columns(record)
-                rule.permission.require(event, actor, row)
-                transition = d.transition(state, event)
-                if transition is None:
-                    raise IllegalTransition(event, state)
-                details: dict[str, Any] = {}
-                for guard in transition.guards:
-                    if not guard.check(row, arguments):
-                        raise GuardFailed(event, guard.name, guard.rule)
-                    details.update(guard.facts(row, arguments))
-                now = self.now()
-                version = int(record["version"])
-                entry = self._entry(
-                    record_id,
-                    version + 1,
-                    event,
-                    state,
-                    transition.target,
-                    actor,
-                    now,
-                    details,
-                    previous=record["chain_head"],
-                )
-                changes = dict(rule.effect(row, arguments, now)) if rule.effect else {}
-                changes["chain_head"] = entry["hash"]
-                moved = self.repository.compare_and_set(
-                    conn,
-                    record_id,
-                    version=version,
-                    state=state,
-                    new_state=transition.target,
-                    changes=changes,
-                )
-                if not moved:
-                    raise ConcurrentUpdate()
-                self.repository.append(conn, entry)
-                result = {**record, **changes, "state": transition.target, "version": version + 1}
-                if request is not None:
-                    self.repository.record_request(conn, request.row(record_id, result, now))
-        except _RequestTaken:
-            assert request is not None
-            return self._replay_after_race(request)
+            record = self.repository.load(conn, record_id, lock=True)
+            if record is None:
+                raise NotFound(record_id, machine=d.name)
+            state = str(record["state"])
+            rule = d.events.get(event) if isinstance(event, str) else None
+            if rule is None:
+                raise IllegalTransition(str(event), state)
+            derived = dict(context(conn, record)) if context is not None else {}
+            row = Columns({**record, **derived})
+            rule.permission.require(event, actor, row)
+            transition = d.transition(state, event)
+            if transition is None:
+                raise IllegalTransition(event, state)
+            details: dict[str, Any] = {}
+            for guard in transition.guards:
+                if not guard.check(row, arguments):
+                    raise GuardFailed(event, guard.name, guard.rule)
+                details.update(guard.facts(row, arguments))
+            now = self.now()
+            version = int(record["version"])
+            entry = self._entry(
+                record_id,
+                version + 1,
+                event,
+                state,
+                transition.target,
+                actor,
+                now,
+                details,
+                previous=record["chain_head"],
+            )
+            changes = dict(rule.effect(row, arguments, now)) if rule.effect else {}
+            changes["chain_head"] = entry["hash"]
+            moved = self.repository.compare_and_set(
+                conn,
+                record_id,
+                version=version,
+                state=state,
+                new_state=transition.target,
+                changes=changes,
+            )
+            if not moved:
+                raise ConcurrentUpdate()
+            self.repository.append(conn, entry)
         except WorkflowError as refused:
             log.info(
                 "%s %s: %s by %s refused: %s", d.name, record_id, event, _who(actor), refused.code
@@ -303,15 +330,33 @@ class Runner:
             state,
             transition.target,
         )
-        return result
+        return {**record, **changes, "state": transition.target, "version": version + 1}
 
-    def _replay_after_race(self, request: _Request) -> dict[str, Any]:
-        # A racing retry with the same request id committed first: answer as it did.
-        with self.store.transaction(write=False) as conn:
-            prior = self.repository.find_request(conn, request.request_id)
-        if prior is None:  # pragma: no cover - the conflict says it exists
-            raise ConcurrentUpdate()
-        return request.replay(prior)
+    def fire(
+        self,
+        record_id: Any,
+        event: Any,
+        *,
+        actor: Any,
+        payload: Mapping[str, Any],
+        request_id: str | None = None,
+        context: Context | None = None,
+    ) -> dict[str, Any]:
+        """One command that applies ``event`` to one record, in its own transaction."""
+        record_id = as_record_id(record_id)
+        actor = as_actor(actor)
+        arguments = self.arguments(event, payload)
+        request = Request.of(
+            request_id, self.definition.name, str(event), record_id, actor, arguments
+        )
+
+        def work(conn: Connection) -> tuple[uuid.UUID, dict[str, Any]]:
+            result = self.fire_in(
+                conn, record_id, event, actor=actor, arguments=arguments, context=context
+            )
+            return record_id, result
+
+        return self.executor.execute(request, work)
 
     def _entry(
         self,

@@ -82,6 +82,16 @@ class DuplicateApplication(WorkflowError):
         )
 
 
+class DuplicateLossReport(WorkflowError):
+    """The citizen already has an active (reported) loss report."""
+
+    code = "duplicate_loss_report"
+
+    def __init__(self, masked_citizen_id: str) -> None:
+        self.masked_citizen_id = masked_citizen_id
+        super().__init__(f"citizen {masked_citizen_id} already has an active loss report")
+
+
 class IdempotencyConflict(WorkflowError):
     """A ``request_id`` was reused for a different command (or target, actor or arguments)."""
 

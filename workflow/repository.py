@@ -14,13 +14,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
+from models.enums import Kind, State
 from models.tables import (
+    ACTIVE_LOSS_CONDITION,
     AWAITING_CARD_CONDITION,
     AWAITING_REVIEW_CONDITION,
     OPEN_CONDITION,
     PENDING_CONDITION,
     Application,
     CommandRequest,
+    FoundCard,
+    LossReport,
     OutboxEvent,
     TransitionLog,
 )
@@ -33,7 +37,6 @@ class Repository:
         self.table = table
         self.log: sa.Table = TransitionLog.__table__  # type: ignore[assignment]
         self.outbox: sa.Table = OutboxEvent.__table__  # type: ignore[assignment]
-        self.requests: sa.Table = CommandRequest.__table__  # type: ignore[assignment]
         self.machine = machine
 
     def load(
@@ -79,14 +82,6 @@ class Repository:
                 at=entry["at"],
             )
         )
-
-    def find_request(self, conn: Connection, request_id: str) -> RowMapping | None:
-        t = self.requests
-        query = sa.select(t).where(t.c.request_id == request_id)
-        return conn.execute(query).mappings().one_or_none()
-
-    def record_request(self, conn: Connection, row: Mapping[str, Any]) -> None:
-        conn.execute(sa.insert(self.requests).values(**row))
 
     def history(self, conn: Connection, record_id: uuid.UUID) -> Sequence[RowMapping]:
         log = self.log
@@ -135,6 +130,39 @@ class Repository:
         return [(row[0], int(row[1])) for row in conn.execute(query)]
 
 
+class RequestRepository:
+    """Commands that carried a request id, shared by every machine."""
+
+    def __init__(self) -> None:
+        self.table: sa.Table = CommandRequest.__table__  # type: ignore[assignment]
+
+    def find(self, conn: Connection, request_id: str) -> RowMapping | None:
+        t = self.table
+        return conn.execute(sa.select(t).where(t.c.request_id == request_id)).mappings().first()
+
+    def record(self, conn: Connection, row: Mapping[str, Any]) -> None:
+        conn.execute(sa.insert(self.table).values(**row))
+
+
+class LossReportRepository(Repository):
+    """Loss reports: the citizen's active one."""
+
+    def __init__(self) -> None:
+        super().__init__(LossReport.__table__, machine="loss_report")  # type: ignore[arg-type]
+
+    def active_for(self, conn: Connection, citizen_id: str) -> RowMapping | None:
+        t = self.table
+        query = sa.select(t).where(t.c.citizen_id == citizen_id, sa.text(ACTIVE_LOSS_CONDITION))
+        return conn.execute(query).mappings().first()
+
+
+class FoundCardRepository(Repository):
+    """Found cards."""
+
+    def __init__(self) -> None:
+        super().__init__(FoundCard.__table__, machine="found_card")  # type: ignore[arg-type]
+
+
 class OutboxRepository:
     """The outbox shared by every machine: pending events in order, and acknowledgements."""
 
@@ -157,10 +185,31 @@ class OutboxRepository:
 
 
 class ApplicationRepository(Repository):
-    """The application table's own queries: open applications and overdue ones."""
+    """The application table's own queries: open applications, overdue ones, replacements."""
 
     def __init__(self) -> None:
         super().__init__(Application.__table__, machine="application")  # type: ignore[arg-type]
+
+    def replacement_since(self, conn: Connection, citizen_id: str, since: datetime) -> bool:
+        """Whether the citizen applied for a replacement (not refused) at or after ``since``."""
+        t = self.table
+        query = sa.select(t.c.id).where(
+            t.c.citizen_id == citizen_id,
+            t.c.kind == Kind.REPLACEMENT,
+            t.c.state != State.REJECTED,
+            t.c.submitted_at >= since,
+        )
+        return conn.execute(query.limit(1)).first() is not None
+
+    def replacement_collected(self, conn: Connection, citizen_id: str) -> bool:
+        """Whether a replacement card was collected by the citizen."""
+        t = self.table
+        query = sa.select(t.c.id).where(
+            t.c.citizen_id == citizen_id,
+            t.c.kind == Kind.REPLACEMENT,
+            t.c.state == State.COLLECTED,
+        )
+        return conn.execute(query.limit(1)).first() is not None
 
     def has_open(self, conn: Connection, citizen_id: str) -> bool:
         t = self.table

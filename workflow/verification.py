@@ -7,7 +7,7 @@ their histories), so memory stays flat however many there are.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import groupby
 from typing import Any
 
@@ -60,6 +60,17 @@ class VerificationReport(_Frozen):
     def ok(self) -> bool:
         """True when nothing is damaged."""
         return not self.broken
+
+
+def merge(reports: Iterable[VerificationReport]) -> VerificationReport:
+    """One report for several machines."""
+    records = rows = 0
+    broken: list[BrokenRecord] = []
+    for report in reports:
+        records += report.records
+        rows += report.rows
+        broken.extend(report.broken)
+    return VerificationReport(records=records, rows=rows, broken=broken)
 
 
 def verify(

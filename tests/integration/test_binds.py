@@ -76,13 +76,13 @@ def test_a_racing_duplicate_that_reaches_the_index_is_a_duplicate_application(
         wf.Workflow(one, clock=clock).submit(form(n=4), actor=clerk())
         one.commit()
     flow = wf.Workflow(engine, clock=clock)
-    original = flow._repository.has_open
-    flow._repository.has_open = lambda conn, citizen_id: False  # type: ignore[method-assign]
+    original = flow._applications.has_open
+    flow._applications.has_open = lambda conn, citizen_id: False  # type: ignore[method-assign]
     try:
         with pytest.raises(wf.DuplicateApplication):
             flow.submit(form(n=4), actor=clerk())
     finally:
-        flow._repository.has_open = original  # type: ignore[method-assign]
+        flow._applications.has_open = original  # type: ignore[method-assign]
     assert count(db_url, "applications") == 1
     assert count(db_url, "transition_log") == 1
     engine.dispose()
