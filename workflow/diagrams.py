@@ -633,9 +633,15 @@ class Artifact:
 
 def _default_artifacts() -> tuple[Artifact, ...]:
     # Imported here: the generators stay generic, and only the command knows the machines.
+    from workflow.found_card import FOUND_CARD
+    from workflow.loss_report import LOSS_REPORT
     from workflow.machine import APPLICATION
 
-    return (Artifact("state-machine", APPLICATION),)
+    return (
+        Artifact("state-machine", APPLICATION),
+        Artifact("loss-report", LOSS_REPORT),
+        Artifact("found-card", FOUND_CARD),
+    )
 
 
 def artifacts(

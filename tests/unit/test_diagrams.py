@@ -31,6 +31,8 @@ from workflow.diagrams import (
     svg,
     transition_table,
 )
+from workflow.found_card import FOUND_CARD
+from workflow.loss_report import LOSS_REPORT
 from workflow.machine import APPLICATION
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -150,7 +152,14 @@ def test_the_command_reports_fresh_docs_and_writes_a_new_folder(
     assert diagrams.main(["--check", "--docs", str(tmp_path)]) == 1
     assert REGENERATE in capsys.readouterr().err
     assert diagrams.main(["--docs", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state-machine.md", "state-machine.svg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "found-card.md",
+        "found-card.svg",
+        "loss-report.md",
+        "loss-report.svg",
+        "state-machine.md",
+        "state-machine.svg",
+    ]
     assert (tmp_path / "state-machine.md").read_text(encoding="utf-8") == document(
         APPLICATION, svg_file="state-machine.svg"
     )
@@ -160,7 +169,11 @@ def test_the_command_prints_the_fingerprint_of_the_installed_code(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert diagrams.main(["--fingerprints"]) == 0
-    assert capsys.readouterr().out == f"application {fingerprint(APPLICATION)}\n"
+    assert capsys.readouterr().out == (
+        f"application {fingerprint(APPLICATION)}\n"
+        f"loss_report {fingerprint(LOSS_REPORT)}\n"
+        f"found_card {fingerprint(FOUND_CARD)}\n"
+    )
 
 
 def test_no_line_of_the_document_looks_like_a_doctest() -> None:
