@@ -31,24 +31,33 @@ from models.tables import (
 
 
 class Repository:
-    """Loads, creates and moves records of one machine, and keeps their history."""
+    """Loads, creates and moves records of one machine, and keeps their history.
+
+    The statements of the command path are built once, with bound parameters, so each command
+    only binds values to statements SQLAlchemy has already compiled.
+    """
 
     def __init__(self, table: sa.Table, machine: str) -> None:
         self.table = table
         self.log: sa.Table = TransitionLog.__table__  # type: ignore[assignment]
         self.outbox: sa.Table = OutboxEvent.__table__  # type: ignore[assignment]
         self.machine = machine
+        t = table
+        self._load = sa.select(t).where(t.c.id == sa.bindparam("record_id"))
+        self._load_locked = self._load.with_for_update()
+        self._insert = sa.insert(t)
+        self._append = sa.insert(self.log)
+        self._publish = sa.insert(self.outbox)
+        self._moves: dict[tuple[str, ...], sa.Update] = {}
 
     def load(
         self, conn: Connection, record_id: uuid.UUID, *, lock: bool = False
     ) -> RowMapping | None:
-        query = sa.select(self.table).where(self.table.c.id == record_id)
-        if lock:
-            query = query.with_for_update()
-        return conn.execute(query).mappings().one_or_none()
+        query = self._load_locked if lock else self._load
+        return conn.execute(query, {"record_id": record_id}).mappings().one_or_none()
 
     def insert(self, conn: Connection, values: Mapping[str, Any]) -> None:
-        conn.execute(sa.insert(self.table).values(**values))
+        conn.execute(self._insert, dict(values))
 
     def compare_and_set(
         self,
@@ -61,26 +70,46 @@ class Repository:
         changes: Mapping[str, Any],
     ) -> bool:
         """Move the record only if nobody moved it since it was read; say whether it moved."""
-        t = self.table
-        result = conn.execute(
-            sa.update(t)
-            .where(t.c.id == record_id, t.c.version == version, t.c.state == state)
-            .values(state=new_state, version=version + 1, **changes)
-        )
-        return result.rowcount == 1
+        params = {
+            "_id": record_id,
+            "_version": version,
+            "_state": state,
+            "state": new_state,
+            "version": version + 1,
+            **changes,
+        }
+        return conn.execute(self._move(tuple(sorted(changes))), params).rowcount == 1
+
+    def _move(self, columns: tuple[str, ...]) -> sa.Update:
+        statement = self._moves.get(columns)
+        if statement is None:
+            t = self.table
+            statement = (
+                sa.update(t)
+                .where(
+                    t.c.id == sa.bindparam("_id"),
+                    t.c.version == sa.bindparam("_version"),
+                    t.c.state == sa.bindparam("_state"),
+                )
+                .values({name: sa.bindparam(name) for name in ("state", "version", *columns)})
+            )
+            self._moves[columns] = statement
+        return statement
 
     def append(self, conn: Connection, entry: Mapping[str, Any]) -> None:
         """Append a history row, and its outbox row for the systems around the library."""
-        conn.execute(sa.insert(self.log).values(**entry))
+        conn.execute(self._append, dict(entry))
         conn.execute(
-            sa.insert(self.outbox).values(
-                machine=entry["machine"],
-                record_id=entry["record_id"],
-                seq=entry["seq"],
-                event=entry["event"],
-                state=entry["to_state"],
-                at=entry["at"],
-            )
+            self._publish,
+            {
+                "machine": entry["machine"],
+                "record_id": entry["record_id"],
+                "seq": entry["seq"],
+                "event": entry["event"],
+                "state": entry["to_state"],
+                "at": entry["at"],
+                "acked_at": None,
+            },
         )
 
     def history(self, conn: Connection, record_id: uuid.UUID) -> Sequence[RowMapping]:
