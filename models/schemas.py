@@ -221,6 +221,22 @@ class TransitionRecord(_Frozen):
     """SHA-256 over this row and the previous row's hash: the history's tamper-evident chain."""
 
 
+class BulkRefusal(_Frozen):
+    """One record a bulk command left alone, and why (the error it would have raised)."""
+
+    record_id: uuid.UUID
+    code: str
+    message: str
+
+
+class BulkReport(_Frozen):
+    """What a bulk command did: the records it moved, and each one it refused with the reason."""
+
+    event: str
+    succeeded: list[uuid.UUID]
+    refused: list[BulkRefusal]
+
+
 class PendingEvent(_Frozen):
     """A transition waiting in the outbox to be relayed to the systems around the library."""
 

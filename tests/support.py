@@ -126,9 +126,8 @@ class Databases:
             with engine.begin() as conn:
                 # The log's triggers refuse TRUNCATE; a superuser's replica role skips triggers.
                 conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
-                conn.exec_driver_sql(
-                    "TRUNCATE applications, transition_log, command_requests, outbox"
-                )
+                tables = sorted(set(wf.Base.metadata.tables) - {"allowed_transitions"})
+                conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
             engine.dispose()
             return self.postgres
         self._count += 1

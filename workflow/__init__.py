@@ -17,6 +17,8 @@ from models.enums import (
 from models.schemas import (
     Actor,
     ApplicationView,
+    BulkRefusal,
+    BulkReport,
     Condition,
     EventOption,
     Explanation,
@@ -59,6 +61,8 @@ __all__ = [
     "ApplicationView",
     "Base",
     "BrokenRecord",
+    "BulkRefusal",
+    "BulkReport",
     "ConcurrentUpdate",
     "Condition",
     "ConfigurationError",

@@ -12,7 +12,8 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -20,7 +21,15 @@ from pydantic import BaseModel, Strict, StringConstraints, TypeAdapter
 from pydantic_core import to_jsonable_python
 from sqlalchemy.engine import Connection
 
-from models.schemas import Actor, Condition, EventOption, Explanation, Reason, TransitionRecord
+from models.schemas import (
+    Actor,
+    BulkRefusal,
+    Condition,
+    EventOption,
+    Explanation,
+    Reason,
+    TransitionRecord,
+)
 from workflow.chain import entry_hash
 from workflow.definition import Columns, Definition
 from workflow.errors import (
@@ -210,6 +219,15 @@ Context = Callable[[Connection, Mapping[Any, Any]], Mapping[str, Any]]
 command's transaction; guards read them like columns and the log records them."""
 
 
+@dataclass(frozen=True)
+class _Move:
+    """One record's checked transition: its compare-and-set, log row and new values."""
+
+    cas: dict[str, Any]
+    entry: dict[str, Any]
+    result: dict[str, Any]
+
+
 class Runner:
     """The steps of one machine's commands on its table, inside a caller's transaction."""
 
@@ -275,47 +293,11 @@ class Runner:
             record = self.repository.load(conn, record_id, lock=True)
             if record is None:
                 raise NotFound(record_id, machine=d.name)
-            state = str(record["state"])
-            rule = d.events.get(event) if isinstance(event, str) else None
-            if rule is None:
-                raise IllegalTransition(str(event), state)
-            derived = dict(context(conn, record)) if context is not None else {}
-            row = Columns({**record, **derived})
-            rule.permission.require(event, actor, row)
-            transition = d.transition(state, event)
-            if transition is None:
-                raise IllegalTransition(event, state)
-            details: dict[str, Any] = {}
-            for guard in transition.guards:
-                if not guard.check(row, arguments):
-                    raise GuardFailed(event, guard.name, guard.rule)
-                details.update(guard.facts(row, arguments))
-            now = self.now()
-            version = int(record["version"])
-            entry = self._entry(
-                record_id,
-                version + 1,
-                event,
-                state,
-                transition.target,
-                actor,
-                now,
-                details,
-                previous=record["chain_head"],
-            )
-            changes = dict(rule.effect(row, arguments, now)) if rule.effect else {}
-            changes["chain_head"] = entry["hash"]
-            moved = self.repository.compare_and_set(
-                conn,
-                record_id,
-                version=version,
-                state=state,
-                new_state=transition.target,
-                changes=changes,
-            )
-            if not moved:
+            derived = context(conn, record) if context is not None else {}
+            move = self._step(record, event, actor, arguments, derived, self.now())
+            if not self.repository.compare_and_set(conn, record_id, **move.cas):
                 raise ConcurrentUpdate()
-            self.repository.append(conn, entry)
+            self.repository.append(conn, move.entry)
         except WorkflowError as refused:
             log.info(
                 "%s %s: %s by %s refused: %s", d.name, record_id, event, _who(actor), refused.code
@@ -327,10 +309,102 @@ class Runner:
             record_id,
             event,
             _who(actor),
+            move.cas["state"],
+            move.cas["new_state"],
+        )
+        return move.result
+
+    def fire_many_in(
+        self,
+        conn: Connection,
+        record_ids: Sequence[uuid.UUID],
+        event: str,
+        *,
+        actor: Actor,
+        arguments: BaseModel | None,
+        context: Context | None = None,
+    ) -> tuple[list[dict[str, Any]], list[BulkRefusal]]:
+        """Apply ``event`` to many records set-based: one locking read, one guarded update,
+        one insert of the log rows and one of the outbox rows. Each record is checked exactly
+        as `fire_in` checks it; a record that fails a check is refused and the rest go on.
+        Returns the moved records' new values and the refusals, in the order given."""
+        d = self.definition
+        records = self.repository.load_many(conn, record_ids, lock=True)
+        now = self.now()
+        moves: list[_Move] = []
+        refused: list[BulkRefusal] = []
+        for record_id in record_ids:
+            try:
+                record = records.get(record_id)
+                if record is None:
+                    raise NotFound(record_id, machine=d.name)
+                derived = context(conn, record) if context is not None else {}
+                moves.append(self._step(record, event, actor, arguments, derived, now))
+            except WorkflowError as exc:
+                refused.append(BulkRefusal(record_id=record_id, code=exc.code, message=str(exc)))
+        cas = [{"record_id": m.entry["record_id"], **m.cas} for m in moves]
+        if not self.repository.move_many(conn, cas):
+            raise ConcurrentUpdate()
+        self.repository.append_many(conn, [m.entry for m in moves])
+        log.info(
+            "%s: %s by %s for %d records, %d refused",
+            d.name,
+            event,
+            _who(actor),
+            len(moves),
+            len(refused),
+        )
+        return [m.result for m in moves], refused
+
+    def _step(
+        self,
+        record: Mapping[Any, Any],
+        event: Any,
+        actor: Actor,
+        arguments: BaseModel | None,
+        derived: Mapping[str, Any],
+        now: datetime,
+    ) -> _Move:
+        """Check one event on one loaded record and work out its move, or raise the refusal."""
+        d = self.definition
+        state = str(record["state"])
+        rule = d.events.get(event) if isinstance(event, str) else None
+        if rule is None:
+            raise IllegalTransition(str(event), state)
+        row = Columns({**record, **derived})
+        rule.permission.require(event, actor, row)
+        transition = d.transition(state, event)
+        if transition is None:
+            raise IllegalTransition(event, state)
+        details: dict[str, Any] = {}
+        for guard in transition.guards:
+            if not guard.check(row, arguments):
+                raise GuardFailed(event, guard.name, guard.rule)
+            details.update(guard.facts(row, arguments))
+        version = int(record["version"])
+        entry = self._entry(
+            record["id"],
+            version + 1,
+            event,
             state,
             transition.target,
+            actor,
+            now,
+            details,
+            previous=record["chain_head"],
         )
-        return {**record, **changes, "state": transition.target, "version": version + 1}
+        changes = dict(rule.effect(row, arguments, now)) if rule.effect else {}
+        changes["chain_head"] = entry["hash"]
+        return _Move(
+            cas={
+                "version": version,
+                "state": state,
+                "new_state": transition.target,
+                "changes": changes,
+            },
+            entry=entry,
+            result={**record, **changes, "state": transition.target, "version": version + 1},
+        )
 
     def fire(
         self,

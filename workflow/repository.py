@@ -56,6 +56,16 @@ class Repository:
         query = self._load_locked if lock else self._load
         return conn.execute(query, {"record_id": record_id}).mappings().one_or_none()
 
+    def load_many(
+        self, conn: Connection, record_ids: Sequence[uuid.UUID], *, lock: bool = False
+    ) -> dict[uuid.UUID, RowMapping]:
+        """The records with these ids (those that exist), locked where the database can."""
+        t = self.table
+        query = sa.select(t).where(t.c.id.in_(list(record_ids)))
+        if lock:
+            query = query.with_for_update()
+        return {row["id"]: row for row in conn.execute(query).mappings()}
+
     def insert(self, conn: Connection, values: Mapping[str, Any]) -> None:
         conn.execute(self._insert, dict(values))
 
@@ -80,6 +90,28 @@ class Repository:
         }
         return conn.execute(self._move(tuple(sorted(changes))), params).rowcount == 1
 
+    def move_many(self, conn: Connection, moves: Sequence[Mapping[str, Any]]) -> bool:
+        """`compare_and_set` for many records in one statement execution; ``moves`` hold the
+        same keys as its arguments. Says whether every record moved."""
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for move in moves:
+            changes = move["changes"]
+            by_columns.setdefault(tuple(sorted(changes)), []).append(
+                {
+                    "_id": move["record_id"],
+                    "_version": move["version"],
+                    "_state": move["state"],
+                    "state": move["new_state"],
+                    "version": move["version"] + 1,
+                    **changes,
+                }
+            )
+        moved = 0
+        for columns, params in by_columns.items():
+            moved += conn.execute(self._move(columns), params).rowcount
+        exact = conn.dialect.supports_sane_multi_rowcount
+        return moved == len(moves) if exact else True
+
     def _move(self, columns: tuple[str, ...]) -> sa.Update:
         statement = self._moves.get(columns)
         if statement is None:
@@ -99,18 +131,13 @@ class Repository:
     def append(self, conn: Connection, entry: Mapping[str, Any]) -> None:
         """Append a history row, and its outbox row for the systems around the library."""
         conn.execute(self._append, dict(entry))
-        conn.execute(
-            self._publish,
-            {
-                "machine": entry["machine"],
-                "record_id": entry["record_id"],
-                "seq": entry["seq"],
-                "event": entry["event"],
-                "state": entry["to_state"],
-                "at": entry["at"],
-                "acked_at": None,
-            },
-        )
+        conn.execute(self._publish, _outbox_row(entry))
+
+    def append_many(self, conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Append history rows and their outbox rows: one insert of each, however many."""
+        if entries:
+            conn.execute(self._append, [dict(e) for e in entries])
+            conn.execute(self._publish, [_outbox_row(e) for e in entries])
 
     def history(self, conn: Connection, record_id: uuid.UUID) -> Sequence[RowMapping]:
         log = self.log
@@ -157,6 +184,18 @@ class Repository:
         if record_id is not None:
             query = query.where(log.c.record_id == record_id)
         return [(row[0], int(row[1])) for row in conn.execute(query)]
+
+
+def _outbox_row(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "machine": entry["machine"],
+        "record_id": entry["record_id"],
+        "seq": entry["seq"],
+        "event": entry["event"],
+        "state": entry["to_state"],
+        "at": entry["at"],
+        "acked_at": None,
+    }
 
 
 class RequestRepository:

@@ -22,6 +22,8 @@ from models.citizen_id import mask_citizen_id
 from models.enums import Kind, RejectionGround
 from models.schemas import (
     ApplicationView,
+    BulkRefusal,
+    BulkReport,
     CitizenId,
     Explanation,
     FoundCardView,
@@ -73,6 +75,7 @@ _LIMIT = TypeAdapter(Annotated[int, Field(strict=True, ge=1, le=10_000)])
 _EVENT_IDS = TypeAdapter(
     Annotated[list[Annotated[int, Field(strict=True, ge=1)]], Field(max_length=10_000)]
 )
+_IDS = TypeAdapter(Annotated[list[uuid.UUID], Field(max_length=1_000_000)])
 _BATCH = TypeAdapter(Annotated[int, Field(strict=True, ge=1, le=100_000)])
 
 
@@ -258,6 +261,41 @@ class Workflow:
             return record_id, result
 
         return _view(self._executor.execute(request, work))
+
+    def fire_many(
+        self,
+        app_ids: Iterable[uuid.UUID],
+        event: str,
+        *,
+        actor: Any,
+        chunk_size: int = 1000,
+        **payload: Any,
+    ) -> BulkReport:
+        """Apply one event to many applications set-based, a chunk per transaction.
+
+        The nightly transmission of an acceptance point, a production centre marking a batch
+        produced: each application is checked exactly as a single command checks it (the same
+        permissions, states, guards, history, hash chain and outbox), in a few statements per
+        chunk. The report lists the applications moved and, for each one refused, the reason.
+        """
+        ids = list(dict.fromkeys(_IDS.validate_python(app_ids)))
+        size = _LIMIT.validate_python(chunk_size)
+        actor = as_actor(actor)
+        arguments = self._runner.arguments(event, payload)
+        succeeded: list[uuid.UUID] = []
+        refused: list[BulkRefusal] = []
+        for start in range(0, len(ids), size):
+            chunk = ids[start : start + size]
+            with self._store.transaction(write=True) as conn:
+                moved, not_moved = self._runner.fire_many_in(
+                    conn, chunk, event, actor=actor, arguments=arguments
+                )
+                for result in moved:
+                    if event == "collect" and result["kind"] == Kind.REPLACEMENT:
+                        self._close_loss_report(conn, str(result["citizen_id"]), actor)
+            succeeded.extend(r["id"] for r in moved)
+            refused.extend(not_moved)
+        return BulkReport(event=str(event), succeeded=succeeded, refused=refused)
 
     def _close_loss_report(self, conn: Connection, citizen_id: str, actor: Any) -> None:
         report = self._loss_reports.active_for(conn, citizen_id)
