@@ -61,7 +61,8 @@ class Repository:
     ) -> dict[uuid.UUID, RowMapping]:
         """The records with these ids (those that exist), locked where the database can."""
         t = self.table
-        query = sa.select(t).where(t.c.id.in_(list(record_ids)))
+        # Locks are taken in id order, so two bulk commands can't deadlock on each other.
+        query = sa.select(t).where(t.c.id.in_(list(record_ids))).order_by(t.c.id)
         if lock:
             query = query.with_for_update()
         return {row["id"]: row for row in conn.execute(query).mappings()}
