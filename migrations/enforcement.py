@@ -164,3 +164,37 @@ def unguard_records(table: str) -> None:
         op.execute(f"DROP TRIGGER {table}_insert_guard")
         return
     op.execute(f"DROP TRIGGER {table}_guard ON {table}")
+
+
+def publish_log() -> None:
+    """Every history row writes its outbox row, whoever inserts it."""
+    if _sqlite():
+        op.execute(
+            "CREATE TRIGGER transition_log_publish AFTER INSERT ON transition_log BEGIN "
+            "INSERT INTO outbox (machine, record_id, seq, event, state, at, acked_at) "
+            "VALUES (NEW.machine, NEW.record_id, NEW.seq, NEW.event, NEW.to_state, NEW.at, NULL); "
+            "END"
+        )
+        return
+    op.execute(
+        """
+        CREATE FUNCTION idcard_publish() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO outbox (machine, record_id, seq, event, state, at, acked_at)
+            VALUES (NEW.machine, NEW.record_id, NEW.seq, NEW.event, NEW.to_state, NEW.at, NULL);
+            RETURN NULL;
+        END $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER transition_log_publish AFTER INSERT ON transition_log "
+        "FOR EACH ROW EXECUTE FUNCTION idcard_publish()"
+    )
+
+
+def unpublish_log() -> None:
+    if _sqlite():
+        op.execute("DROP TRIGGER transition_log_publish")
+        return
+    op.execute("DROP TRIGGER transition_log_publish ON transition_log")
+    op.execute("DROP FUNCTION idcard_publish()")

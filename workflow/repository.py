@@ -47,7 +47,6 @@ class Repository:
         self._load_locked = self._load.with_for_update()
         self._insert = sa.insert(t)
         self._append = sa.insert(self.log)
-        self._publish = sa.insert(self.outbox)
         self._moves: dict[tuple[str, ...], sa.Update] = {}
 
     def load(
@@ -130,15 +129,13 @@ class Repository:
         return statement
 
     def append(self, conn: Connection, entry: Mapping[str, Any]) -> None:
-        """Append a history row, and its outbox row for the systems around the library."""
+        """Append a history row; the database writes its outbox row (migration 0005)."""
         conn.execute(self._append, dict(entry))
-        conn.execute(self._publish, _outbox_row(entry))
 
     def append_many(self, conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
-        """Append history rows and their outbox rows: one insert of each, however many."""
+        """Append history rows in one insert, however many (and so their outbox rows)."""
         if entries:
             conn.execute(self._append, [dict(e) for e in entries])
-            conn.execute(self._publish, [_outbox_row(e) for e in entries])
 
     def history(self, conn: Connection, record_id: uuid.UUID) -> Sequence[RowMapping]:
         log = self.log
@@ -185,18 +182,6 @@ class Repository:
         if record_id is not None:
             query = query.where(log.c.record_id == record_id)
         return [(row[0], int(row[1])) for row in conn.execute(query)]
-
-
-def _outbox_row(entry: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "machine": entry["machine"],
-        "record_id": entry["record_id"],
-        "seq": entry["seq"],
-        "event": entry["event"],
-        "state": entry["to_state"],
-        "at": entry["at"],
-        "acked_at": None,
-    }
 
 
 class RequestRepository:

@@ -33,9 +33,9 @@ def state_of(flow: wf.Workflow, view: wf.ApplicationView) -> tuple[object, ...]:
     return flow.get(view.id), tuple(flow.history(view.id)), tuple(flow.pending_events())
 
 
-@pytest.mark.parametrize(
-    "statement", ["INSERT INTO TRANSITION_LOG", "INSERT INTO OUTBOX", "UPDATE APPLICATIONS"]
-)
+# The outbox row is written by the database in the log insert (migration 0005): a failure
+# there is a failure of that insert.
+@pytest.mark.parametrize("statement", ["INSERT INTO TRANSITION_LOG", "UPDATE APPLICATIONS"])
 def test_a_failure_mid_transition_changes_nothing(
     failing: tuple[wf.Workflow, list[str]], statement: str
 ) -> None:
@@ -52,9 +52,7 @@ def test_a_failure_mid_transition_changes_nothing(
     assert flow.verify().ok
 
 
-@pytest.mark.parametrize(
-    "statement", ["INSERT INTO APPLICATIONS", "INSERT INTO TRANSITION_LOG", "INSERT INTO OUTBOX"]
-)
+@pytest.mark.parametrize("statement", ["INSERT INTO APPLICATIONS", "INSERT INTO TRANSITION_LOG"])
 def test_a_failure_mid_submission_leaves_no_application(
     failing: tuple[wf.Workflow, list[str]], statement: str
 ) -> None:

@@ -68,3 +68,34 @@ def test_pending_events_refuses_an_unreasonable_limit(flow: wf.Workflow, bad: ob
 def test_ack_refuses_what_is_not_a_list_of_event_ids(flow: wf.Workflow, bad: object) -> None:
     with pytest.raises(ValidationError):
         flow.ack(bad)  # type: ignore[arg-type]
+
+
+def test_the_database_writes_the_event_whoever_writes_the_log(
+    flow: wf.Workflow, db_url: str
+) -> None:
+    import sqlalchemy as sa
+
+    view = drive(flow, "submitted")
+    log = wf.Base.metadata.tables["transition_log"]
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        first = dict(
+            conn.execute(sa.select(log).where(log.c.record_id == view.id)).mappings().one()
+        )
+        del first["id"]
+        conn.execute(
+            sa.insert(log).values(
+                {
+                    **first,
+                    "seq": 2,
+                    "event": "transmit",
+                    "from_state": "submitted",
+                    "to_state": "transmitted",
+                }
+            )
+        )
+    engine.dispose()
+    assert [(e.seq, e.event, e.state) for e in flow.pending_events()] == [
+        (1, "submit", "submitted"),
+        (2, "transmit", "transmitted"),
+    ]
