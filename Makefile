@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check test-postgres clean
+.PHONY: demo test test-postgres lint typecheck check diagrams graphviz bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,14 +12,28 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Graphviz's `dot` draws the SVG diagrams, a real dependency: installed with apt-get when run as
+# root, otherwise explained.
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "== installing graphviz"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq --no-install-recommends graphviz >/dev/null 2>&1 \
+	      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends graphviz >/dev/null; }; \
+	  else \
+	    echo "Graphviz's dot is missing: install it with 'sudo apt-get install graphviz' (Debian/Ubuntu) or 'brew install graphviz' (macOS)" >&2; \
+	    exit 1; \
+	  fi; }
+
 demo: $(STAMP)
 	$(PY) -m workflow.demo
 
-test: $(STAMP)
+test: $(STAMP) graphviz
 	$(PY) -m pytest
 
 # The same suite on a throwaway PostgreSQL server (Debian's `postgresql` package).
-test-postgres: $(STAMP)
+test-postgres: $(STAMP) graphviz
 	.ci/with-postgres $(PY) -m pytest
 
 lint: $(STAMP)
@@ -31,21 +45,10 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
+# Regenerates docs/state-machine.md, docs/loss-report.md, docs/found-card.md and their SVGs
+# from the machine definitions.
+diagrams: $(STAMP) graphviz
+	$(PY) -m workflow.diagrams
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
-
-# Regenerates docs/state-machine.md and docs/state-machine.svg from the machine definition.
-# The SVG needs Graphviz's `dot`: installed with apt-get when run as root, otherwise explained.
-.PHONY: diagrams
-diagrams: $(STAMP)
-	@command -v dot >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "== installing graphviz"; \
-	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get install -y -qq --no-install-recommends graphviz >/dev/null 2>&1 \
-	      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends graphviz >/dev/null; }; \
-	  else \
-	    echo "Graphviz's dot is missing: install it with 'sudo apt-get install graphviz' (Debian/Ubuntu) or 'brew install graphviz' (macOS)" >&2; \
-	    exit 1; \
-	  fi; }
-	$(PY) -m workflow.diagrams

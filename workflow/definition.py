@@ -92,17 +92,17 @@ class Permission:
         kind ``"role"`` or ``"unit"``; empty if it may."""
         found: list[tuple[str, str]] = []
         if actor.role != self.role:
-            found.append(("role", f"only a {self.role} may {event}"))
+            found.append(("role", f"only the role {self.role} may {event}"))
         if self.unit_field is not None:
-            expected = str(getattr(record, self.unit_field))[: self.unit_digits]
+            value = str(getattr(record, self.unit_field))
+            expected = value[: self.unit_digits]
             if actor.unit != expected:
-                found.append(
-                    (
-                        "unit",
-                        f"actor's unit {actor.unit} is not the record's {self.unit_field} "
-                        f"{expected}",
-                    )
+                whose = (
+                    f"the record's {self.unit_field} {value}"
+                    if expected == value
+                    else f"the province {expected} of the record's {self.unit_field} {value}"
                 )
+                found.append(("unit", f"actor's unit {actor.unit} is not {whose}"))
         return found
 
     def require(self, event: str, actor: Any, record: Record) -> None:

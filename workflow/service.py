@@ -500,15 +500,18 @@ class Workflow:
         """Check every record's history (or one's), of every machine: replayed through its
         definition from the initial state, each step legal with its guard facts recorded,
         stored state and version equal to the replay's, and the hash chain intact. Reads in
-        batches."""
+        batches. An id that names no record and no history raises `NotFound`."""
         one = None if record_id is None else as_record_id(record_id)
         size = _BATCH.validate_python(batch_size)
-        return merge(
+        report = merge(
             verify(
                 self._store, runner.definition, runner.repository, record_id=one, batch_size=size
             )
             for runner in (self._runner, self._loss, self._found)
         )
+        if one is not None and report.records == 0 and not report.broken:
+            raise NotFound(one, machine="record")
+        return report
 
     def overdue(self, as_of: datetime | None = None, *, limit: int = 100) -> list[ApplicationView]:
         """Applications whose card is still on its way after ``due_at``, earliest first."""

@@ -245,9 +245,9 @@ def test_a_record_without_history_is_detected(
     )
 
 
-def test_an_unknown_id_verifies_nothing(flow: wf.Workflow) -> None:
-    report = flow.verify(uuid.uuid4())
-    assert report.ok and report.records == 0
+def test_verifying_an_unknown_id_is_not_found(flow: wf.Workflow) -> None:
+    with pytest.raises(wf.NotFound):
+        flow.verify(uuid.uuid4())
 
 
 def test_explain_tells_the_right_actor_what_it_can_do(flow: wf.Workflow, clock: Clock) -> None:

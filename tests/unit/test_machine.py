@@ -131,7 +131,7 @@ def test_permissions_check_role_and_unit() -> None:
     rule.require("produce", wf.Actor(id="p", role="card_producer", unit="44"), row)
     with pytest.raises(wf.PermissionDenied, match="unit 11"):
         rule.require("produce", wf.Actor(id="p", role="card_producer", unit="11"), row)
-    with pytest.raises(wf.PermissionDenied, match="only a card_producer"):
+    with pytest.raises(wf.PermissionDenied, match="only the role card_producer"):
         rule.require("produce", wf.Actor(id="c", role="acceptance_clerk", unit="440305"), row)
 
 

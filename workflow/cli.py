@@ -1,0 +1,705 @@
+"""The command line: ``idcard-workflow`` (also ``python -m workflow``).
+
+Read-only views of a database (history, verification, overdue lists, what an actor may do),
+its migrations, the state diagrams and the demo. Every read command takes ``--json``.
+
+Citizen numbers are shown masked everywhere (JSON included) and receipt numbers never. Exit
+codes: 0 fine, 1 verification found damage, 2 a usage or input error, with a message on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from alembic.util import CommandError
+from pydantic import BaseModel, ConfigDict, ValidationError
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+import workflow as wf
+from models.citizen_id import mask_citizen_id
+from workflow import demo as demo_module
+from workflow import diagrams
+from workflow.definition import Definition
+
+PROG = "idcard-workflow"
+DB_VARIABLE = "IDCARD_WORKFLOW_DB"
+"""The environment variable naming the database when ``--db`` is not given."""
+DEFAULT_DB_URL = f"sqlite:///{demo_module.DEFAULT_DB.as_posix()}"
+"""The demo's SQLite file, relative to the current directory."""
+
+_CITIZEN_NUMBER = re.compile(r"[0-9]{17}[0-9X]")
+_PIPE_WIDTH = 200
+"""Width of tables written to a pipe or a file (a terminal's own width is used otherwise)."""
+_TEXT_WIDTH = 24
+"""The least width of a table's wrapped text columns (messages, details)."""
+
+
+class ExitCode(IntEnum):
+    """The process exit codes."""
+
+    OK = 0
+    DAMAGED = 1
+    """`verify` found at least one damaged record."""
+    USAGE = 2
+    """A usage or input error: the message on stderr names the option, field or rule."""
+
+
+EPILOG = (
+    "Exit codes: 0 fine; 1 verify found a damaged record (or a history that is not a path of "
+    "the machine); 2 usage or input error: a bad option, id, role or unit, an unknown "
+    "application, a database that is missing, unreachable or not at the latest revision (run "
+    f"'{PROG} db upgrade'), Graphviz missing. The message goes to stderr.\n\n"
+    f"Database: --db URL, else the environment variable {DB_VARIABLE}, else {DEFAULT_DB_URL} "
+    "(the demo's file, relative to the current directory).\n\n"
+    "Citizen numbers are always shown masked, receipt numbers never; --json output too."
+)
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its input, reported in one line with exit code 2."""
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def mask_text(text: str) -> str:
+    """``text`` with every full citizen number in it masked."""
+    return _CITIZEN_NUMBER.sub(lambda m: mask_citizen_id(m.group()), text)
+
+
+def scrub(value: Any) -> Any:
+    """JSON-ready data with every full citizen number inside a string masked."""
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, Mapping):
+        return {key: scrub(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(item) for item in value]
+    return value
+
+
+def emit_json(data: Any) -> None:
+    """Write ``data`` (already JSON-ready) to stdout, masked, and nothing else."""
+    sys.stdout.write(json.dumps(scrub(data), ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = _PIPE_WIDTH
+    return console
+
+
+def _table(title: str, columns: Sequence[str], *, text: Sequence[str] = ()) -> Table:
+    """A table whose ``columns`` are never wrapped (ids, states, times), followed by ``text``
+    columns that wrap at words."""
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    for header in columns:
+        table.add_column(header, no_wrap=True)
+    for header in text:
+        table.add_column(header, overflow="fold")
+    return table
+
+
+def _least_width(table: Table) -> int:
+    """The width ``table`` needs to show every unwrapped cell whole and every word unbroken."""
+    total = 1
+    for column in table.columns:
+        texts = [Text.from_markup(str(c)).plain for c in (column.header, *column.cells)]
+        if column.no_wrap:
+            parts = [line for t in texts for line in t.splitlines()]
+        else:
+            parts = ["-" * _TEXT_WIDTH, *(word for t in texts for word in t.split())]
+        total += max((cell_len(p) for p in parts), default=0) + 3  # padding and separator
+    return total
+
+
+def _print_table(table: Table, console: Console | None = None) -> None:
+    """Print ``table`` without cutting anything off: on a terminal too narrow for it, it is
+    printed as wide as it needs (and the terminal wraps the lines)."""
+    console = console or _console()
+    console.width = max(console.width, _least_width(table))
+    console.print(table)
+
+
+def _cell(value: object) -> str:
+    """A table cell: masked, and escaped so that rich prints it as it is."""
+    return escape(mask_text("" if value is None else str(value)))
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _fail(message: str) -> NoReturn:
+    raise UsageError(message)
+
+
+# -- the database -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the global options say: the database URL."""
+
+    db: str
+
+    @property
+    def url(self) -> URL:
+        return make_url(self.db)
+
+    @property
+    def shown(self) -> str:
+        """The URL with any password hidden."""
+        return self.url.render_as_string(hide_password=True)
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The file of a SQLite file database, or None (another database, or in memory)."""
+        url = self.url
+        if url.get_backend_name() != "sqlite":
+            return None
+        database = url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return Path(database)
+
+    def require_existing(self) -> None:
+        """Refuse a SQLite file that does not exist (opening it would create an empty one)."""
+        path = self.sqlite_file
+        if path is not None and not path.exists():
+            _fail(
+                f"database file {path} does not exist; create it with '{PROG} db upgrade' "
+                f"(or '{PROG} demo'), or choose another with --db or {DB_VARIABLE}"
+            )
+
+    @contextmanager
+    def workflow(self) -> Iterator[wf.Workflow]:
+        """A `Workflow` on the database, which must exist and be at the latest revision."""
+        self.require_existing()
+        with wf.Workflow(self.db) as flow:
+            yield flow
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings = ctx.find_root().obj
+    assert isinstance(settings, Settings)
+    return settings
+
+
+def _parse_db(value: str | None) -> str:
+    url = value or DEFAULT_DB_URL
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise typer.BadParameter(
+            "not a database URL (e.g. sqlite:///var/demo.db, postgresql+psycopg://user@host/db)",
+            param_hint="'--db'",
+        ) from None
+    return url
+
+
+# -- the application ----------------------------------------------------------------------------
+
+app = typer.Typer(
+    name=PROG,
+    help="Remote acceptance of resident identity cards: inspect and maintain a database.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(
+    help="Migrate the database and show its revision.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON to stdout, and nothing else.")
+]
+AppId = Annotated[uuid.UUID, typer.Argument(metavar="ID", help="The application's id (a UUID).")]
+RecordId = Annotated[uuid.UUID, typer.Argument(metavar="ID", help="The record's id (a UUID).")]
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar=DB_VARIABLE,
+            metavar="URL",
+            show_default=False,
+            help=f"Database URL (default: ${DB_VARIABLE}, else {DEFAULT_DB_URL}).",
+        ),
+    ] = None,
+) -> None:
+    """Remote acceptance of resident identity cards: inspect and maintain a database."""
+    ctx.obj = Settings(_parse_db(db))
+
+
+# -- diagram ------------------------------------------------------------------------------------
+
+
+class DiagramFormat(StrEnum):
+    MERMAID = "mermaid"
+    DOT = "dot"
+    SVG = "svg"
+    MD = "md"
+
+
+MACHINES: Mapping[str, Definition] = {d.name: d for d in wf.MACHINES}
+"""The state machines the library runs, by name."""
+
+
+@app.command(epilog=EPILOG)
+def diagram(
+    ctx: typer.Context,
+    format: Annotated[
+        DiagramFormat,
+        typer.Option("--format", "-f", help="mermaid, dot, svg (needs Graphviz) or md (a page)."),
+    ] = DiagramFormat.MERMAID,
+    application: Annotated[
+        uuid.UUID | None,
+        typer.Option(
+            "--application",
+            metavar="ID",
+            help="Highlight the path this application took (not with --format md).",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout."),
+    ] = None,
+    machine: Annotated[
+        str,
+        typer.Option(
+            "--machine", metavar="NAME", help=f"The state machine to draw: {', '.join(MACHINES)}."
+        ),
+    ] = wf.APPLICATION.name,
+) -> None:
+    """Draw a state machine, optionally with the path one application took."""
+    definition = MACHINES.get(machine)
+    if definition is None:
+        raise typer.BadParameter(
+            f"{machine!r} is not one of {', '.join(MACHINES)}", param_hint="'--machine'"
+        )
+    path: tuple[diagrams.PathStep, ...] | None = None
+    if application is not None:
+        if format is DiagramFormat.MD:
+            raise typer.BadParameter("--format md draws no path", param_hint="'--application'")
+        if definition is not wf.APPLICATION:
+            raise typer.BadParameter(
+                f"draws an application's path, on --machine {wf.APPLICATION.name}",
+                param_hint="'--application'",
+            )
+        with _settings(ctx).workflow() as flow:
+            history = flow.history(application)
+        path = tuple(diagrams.PathStep(r.event, r.from_state, r.to_state) for r in history)
+    try:
+        if format is DiagramFormat.MERMAID:
+            text = diagrams.mermaid(definition, path=path)
+        elif format is DiagramFormat.DOT:
+            text = diagrams.dot(definition, path=path)
+        elif format is DiagramFormat.SVG:
+            text = diagrams.svg(definition, path=path)
+        else:
+            text = diagrams.document(definition)
+    except ValueError as exc:  # the stored history is not a path of the machine
+        _report(f"{exc}; run '{PROG} verify {application}'")
+        raise typer.Exit(ExitCode.DAMAGED) from None
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(text.encode("utf-8"))
+    typer.echo(f"wrote {output}", err=True)
+
+
+# -- db -------------------------------------------------------------------------------------------
+
+
+class Revisions(BaseModel):
+    """The database's revision and the library's latest one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    current: str | None
+    head: str
+    up_to_date: bool
+
+
+@db_app.command(epilog=EPILOG)
+def upgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Migrate the database up to REVISION (default: the latest); works on an empty one."""
+    settings = _settings(ctx)
+    path = settings.sqlite_file
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with _alembic_errors():
+        wf.upgrade(settings.db, revision)
+    typer.echo(f"{settings.shown} is at revision {wf.current_revision(settings.db)}")
+
+
+@db_app.command(epilog=EPILOG)
+def downgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="Target revision ('base' removes every table).")],
+) -> None:
+    """Migrate the database down to REVISION."""
+    settings = _settings(ctx)
+    settings.require_existing()
+    with _alembic_errors():
+        wf.downgrade(settings.db, revision)
+    current = wf.current_revision(settings.db)
+    typer.echo(f"{settings.shown} is at revision {current or 'none (empty)'}")
+
+
+@db_app.command(epilog=EPILOG)
+def current(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Show the database's revision and the latest one."""
+    settings = _settings(ctx)
+    settings.require_existing()
+    now = wf.current_revision(settings.db)
+    head = wf.head_revision()
+    revisions = Revisions(current=now, head=head, up_to_date=now == head)
+    if as_json:
+        emit_json(revisions.model_dump(mode="json"))
+        return
+    typer.echo(f"current: {now or 'none (empty)'}")
+    typer.echo(f"head:    {head}")
+    if not revisions.up_to_date:
+        typer.echo(f"the database is behind; run '{PROG} db upgrade'")
+
+
+@contextmanager
+def _alembic_errors() -> Iterator[None]:
+    try:
+        yield
+    except CommandError as exc:  # an unknown revision, for one
+        _fail(f"revision: {exc}")
+
+
+# -- history ----------------------------------------------------------------------------------
+
+
+@app.command(epilog=EPILOG)
+def history(ctx: typer.Context, app_id: RecordId, as_json: JsonOption = False) -> None:
+    """Show every transition of a record (an application, a loss report or a found card),
+    oldest first."""
+    with _settings(ctx).workflow() as flow:
+        records = flow.history(app_id)
+        if as_json:
+            emit_json([r.model_dump(mode="json") for r in records])
+            return
+        try:
+            view = flow.get(app_id)
+        except wf.NotFound:  # a loss report or a found card
+            title = f"Record {app_id}"
+        else:
+            citizen = mask_citizen_id(view.citizen_id)
+            title = f"Application {view.id}: {view.kind}, {view.state}, citizen {citizen}"
+    table = _table(
+        _cell(title),
+        ["seq", "event", "from", "to", "actor id", "role", "unit", "at (UTC)"],
+        text=["details"],
+    )
+    for r in records:
+        details = ", ".join(
+            f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in r.details.items()
+        )
+        table.add_row(
+            *(
+                _cell(v)
+                for v in (
+                    r.seq,
+                    r.event,
+                    r.from_state or "(new)",
+                    r.to_state,
+                    r.actor_id,
+                    r.actor_role,
+                    r.actor_unit,
+                    _when(r.at),
+                    details,
+                )
+            )
+        )
+    _print_table(table)
+
+
+# -- verify -----------------------------------------------------------------------------------
+
+
+@app.command(epilog=EPILOG)
+def verify(
+    ctx: typer.Context,
+    app_id: Annotated[
+        uuid.UUID | None, typer.Argument(help="Check only this application (default: all).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Prove the histories: replay, guard facts, hash chain, stored state and version.
+
+    Exits with 1 when any record is damaged.
+    """
+    with _settings(ctx).workflow() as flow:
+        report = flow.verify(app_id)
+    if app_id is not None and report.records == 0 and not report.broken:
+        raise wf.NotFound(app_id)
+    if as_json:
+        emit_json(report.model_dump(mode="json"))
+    else:
+        console = _console()
+        if report.broken:
+            table = _table(
+                "Damaged records",
+                ["machine", "record id", "first bad seq", "problem"],
+                text=["message"],
+            )
+            for b in report.broken:
+                seq = "-" if b.seq is None else b.seq
+                cells = (b.machine, b.record_id, seq, b.problem, b.message)
+                table.add_row(*(_cell(v) for v in cells))
+            _print_table(table, console)
+        outcome = f"{len(report.broken)} broken" if report.broken else "all intact"
+        console.print(
+            _cell(
+                f"Checked {_count(report.records, 'record')} and "
+                f"{_count(report.rows, 'history row')}: {outcome}."
+            )
+        )
+    if not report.ok:
+        raise typer.Exit(ExitCode.DAMAGED)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+# -- overdue ----------------------------------------------------------------------------------
+
+
+def _parse_as_of(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            "not an ISO 8601 date and time (e.g. 2026-05-01T17:30+08:00)",
+            param_hint="'--as-of'",
+        ) from None
+
+
+def application_json(view: wf.ApplicationView) -> dict[str, Any]:
+    """An application as JSON: the citizen number masked, the receipt number left out."""
+    data = view.model_dump(mode="json", exclude={"receipt_no"})
+    data["citizen_id"] = mask_citizen_id(view.citizen_id)
+    return data
+
+
+@app.command(epilog=EPILOG)
+def overdue(
+    ctx: typer.Context,
+    reviews: Annotated[
+        bool,
+        typer.Option("--reviews", help="List reviews not decided within 5 days, not late cards."),
+    ] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            metavar="ISO-DATETIME",
+            show_default=False,
+            help="The moment to judge at, with its UTC offset (default: now).",
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many (1 to 10000).")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """List applications whose card is not ready 60 days after submission (with --reviews:
+    transmissions undecided after 5 days), earliest first."""
+    moment = _parse_as_of(as_of)
+    with _settings(ctx).workflow() as flow:
+        query = flow.overdue_reviews if reviews else flow.overdue
+        views = query(moment, limit=limit)
+    if as_json:
+        emit_json([application_json(v) for v in views])
+        return
+    since = moment or datetime.now(UTC)
+    what = "Reviews undecided after 5 days" if reviews else "Cards not ready after 60 days"
+    table = _table(
+        f"{what}: {len(views)}",
+        ["id", "citizen no.", "kind", "state", "accepted -> hukou", "due (UTC)", "late"],
+    )
+    for view in views:
+        due = view.review_due_at if reviews else view.due_at
+        assert due is not None
+        table.add_row(
+            *(
+                _cell(v)
+                for v in (
+                    view.id,
+                    mask_citizen_id(view.citizen_id),
+                    view.kind,
+                    view.state,
+                    f"{view.acceptance_region} -> {view.hukou_region}",
+                    _when(due),
+                    f"{(since - due).days} d",
+                )
+            )
+        )
+    _print_table(table)
+
+
+# -- explain ----------------------------------------------------------------------------------
+
+
+@app.command(epilog=EPILOG)
+def explain(
+    ctx: typer.Context,
+    app_id: AppId,
+    role: Annotated[wf.Role, typer.Option("--role", help="The actor's role.")],
+    unit: Annotated[
+        str,
+        typer.Option(
+            "--unit",
+            help="The actor's unit: a 6-digit division code, 2-digit province for producers.",
+        ),
+    ],
+    actor_id: Annotated[str, typer.Option("--actor-id", help="The actor's id.")] = "cli",
+    as_json: JsonOption = False,
+) -> None:
+    """Show which events an actor could fire on an application now, and why not."""
+    actor = wf.Actor(id=actor_id, role=role, unit=unit)
+    with _settings(ctx).workflow() as flow:
+        explanation = flow.explain(app_id, actor)
+    if as_json:
+        emit_json(explanation.model_dump(mode="json"))
+        return
+    title = (
+        f"Application {explanation.record_id} is {explanation.state}: what "
+        f"{actor.id} ({actor.role}, {actor.unit}) can do"
+    )
+    table = _table(_cell(title), ["event", "possible"], text=["why not", "conditions when fired"])
+    for option in explanation.events:
+        reasons = "\n".join(f"{r.kind}: {r.message}" for r in option.reasons)
+        conditions = "\n".join(f"{c.guard}: {c.rule}" for c in option.conditions)
+        table.add_row(
+            _cell(option.event),
+            "[green]yes[/green]" if option.possible else "[red]no[/red]",
+            _cell(reasons),
+            _cell(conditions),
+        )
+    _print_table(table)
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+
+@app.command(epilog=EPILOG)
+def demo(
+    ctx: typer.Context,
+    applications: Annotated[
+        int, typer.Option("--applications", min=1, help="Number of applications.")
+    ] = demo_module.DEFAULT_APPLICATIONS,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the simulation: the same seed, the same counts.")
+    ] = demo_module.DEFAULT_SEED,
+) -> None:
+    """Replay 90 days at four acceptance points into the database file.
+
+    The database must be a SQLite file, which is DELETED and recreated.
+    """
+    settings = _settings(ctx)
+    path = settings.sqlite_file
+    if path is None:
+        _fail(f"--db: the demo needs a SQLite file database (sqlite:///PATH), not {settings.shown}")
+    argv = ["--db", str(path), "--applications", str(applications), "--seed", str(seed)]
+    code = demo_module.main(argv)
+    if code:
+        raise typer.Exit(code)
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+UserError = ValidationError | wf.WorkflowError | UsageError | OperationalError | ArgumentError
+USER_ERRORS = (ValidationError, wf.WorkflowError, UsageError, OperationalError, ArgumentError)
+"""What the program reports in a few lines with exit status 2 instead of a traceback: bad
+input, the library's refusals, and a database that can't be reached or named."""
+
+
+def _report(message: str) -> None:
+    sys.stderr.write(f"{PROG}: error: {mask_text(message)}\n")
+    sys.stderr.flush()
+
+
+def describe(exc: UserError) -> str:
+    """A user error in a few lines naming the field and the rule (never the input)."""
+    if isinstance(exc, ValidationError):
+        lines = [f"invalid {exc.title}:"]
+        for error in exc.errors(include_input=False, include_url=False):
+            where = ".".join(str(part) for part in error["loc"])
+            lines.append(f"  {where + ': ' if where else ''}{error['msg']}")
+        return "\n".join(lines)
+    if isinstance(exc, wf.SchemaOutOfDate):
+        return (
+            f"the database is at revision {exc.current or 'none (empty)'}, this version needs "
+            f"{exc.head}; run '{PROG} db upgrade' [{exc.code}]"
+        )
+    if isinstance(exc, wf.WorkflowError):
+        cause = _first_line(exc.__cause__) if isinstance(exc, wf.StorageError) else ""
+        return f"{exc}{': ' + cause if cause else ''} [{exc.code}]"
+    if isinstance(exc, OperationalError):
+        return f"the database failed: {_first_line(exc.orig) or _first_line(exc)}"
+    if isinstance(exc, ArgumentError):
+        return f"--db: {_first_line(exc)}"
+    return str(exc)
+
+
+def _first_line(exc: BaseException | None) -> str:
+    """The first line of an exception's message (driver messages go on with hints)."""
+    if exc is None:
+        return ""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns (or exits with) the exit code."""
+    try:
+        app(args=None if argv is None else list(argv))
+    except USER_ERRORS as exc:
+        _report(describe(exc))
+        return ExitCode.USAGE
+    return ExitCode.OK
+
+
+__all__ = ["DB_VARIABLE", "DEFAULT_DB_URL", "ExitCode", "app", "main"]
