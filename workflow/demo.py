@@ -1,14 +1,25 @@
 """The demo that ``make demo`` runs: ``python -m workflow.demo``.
 
-It builds a fresh SQLite database (``var/demo.db`` by default) and replays the remote-acceptance
-work of four acceptance points in three provinces over the 90 days that end with one ordinary
-working day, so that the day closes with the backlog a real office has: cards collected, some
-applications refused by the household-registration county, some still waiting for review,
-production or collection, a few overdue, and a few renewal applicants turned away at the counter
-because they forgot to bring the old card.
+It builds a fresh SQLite database (``var/demo.db`` by default) and replays 90 days of the three
+identity-card systems side by side, ending with one ordinary working day, so that the day closes
+with the backlog real offices have:
+
+- remote acceptance at four acceptance points in three provinces: cards collected, some
+  applications refused by the household-registration county, some still waiting for review,
+  production or collection, a few overdue, and a few renewal applicants turned away at the counter
+  because they forgot to bring the old card;
+- loss reporting: citizens report a lost card at an office; some find it again and withdraw the
+  report in person, some apply for a replacement (which reuses their report; the others' reports
+  are filed by the application itself), and collecting a replacement closes the report; a few
+  replacement applicants report the loss again at a police station and are told it already is;
+- lost and found: cards handed in at offices are returned to owners who have no replacement on its
+  way (withdrawing their report), or destroyed when the owner has one; some owners come for the card
+  anyway and are refused.
 
 Everything is driven by a seeded `random.Random` and a simulated clock, so the same seed gives the
-same counts on every run. Citizen numbers are shown masked, receipt numbers never.
+same counts on every run. The simulation keeps its own ledger of every record's state and of the
+history rows each machine should have written, and the run ends by comparing it with the database
+and by `Workflow.verify`. Citizen numbers are shown masked, receipt numbers never.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from datetime import time as clock_time
 from decimal import Decimal
 from enum import Enum
+from itertools import pairwise
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -43,6 +55,7 @@ from rich.table import Table
 import workflow as wf
 from models.citizen_id import check_character, mask_citizen_id
 from models.enums import NATIONAL_FEE, RENEWALS
+from models.tables import Application, FoundCard, LossReport, TransitionLog
 
 CST = timezone(timedelta(hours=8), "CST")
 """China Standard Time: the acceptance points' office hours are local time."""
@@ -55,8 +68,15 @@ DEFAULT_DB = Path("var/demo.db")
 DEFAULT_APPLICATIONS = 300
 DEFAULT_SEED = 20_260_301
 OLD_CARD_GUARD = "old_card_handed_back"
+NO_REPLACEMENT_GUARD = "no_replacement"
 OVERDUE_LIMIT = 10_000
 """The largest ``limit`` the overdue queries accept."""
+
+APPLICATION = wf.APPLICATION.name
+LOSS_REPORT = wf.LOSS_REPORT.name
+FOUND_CARD = wf.FOUND_CARD.name
+MACHINE_NAMES: tuple[str, ...] = tuple(m.name for m in wf.MACHINES)
+"""The machines, in the order the summary lists them."""
 
 
 @dataclass(frozen=True)
@@ -175,9 +195,27 @@ class SimulatedClock:
         self.now = moment
 
 
+COUNTIES: dict[str, County] = {
+    c.code: c for c in (*(p for p, _ in ACCEPTANCE_POINTS), *HUKOU_COUNTIES)
+}
+"""Every county of the demo by code: the offices where cards are reported lost or handed in."""
+
+
+class Refusal(Enum):
+    """The refusals the story plans; each is caught and counted, any other error propagates."""
+
+    OLD_CARD_KEPT = "turned away: old card not handed back"
+    OWNER_HAS_REPLACEMENT = "found card kept: owner has a replacement"
+    ALREADY_REPORTED = "loss report refused: already reported"
+
+
 @dataclass(frozen=True)
 class DaySummary:
-    """What `run_day` did and what the database looks like at the close of the day."""
+    """What `run_day` did and what the database looks like at the close of the day.
+
+    The counts are the simulation's own ledger, not read back from the database: `main` compares
+    the two.
+    """
 
     day: date
     """The CST date of the day the replay ends on."""
@@ -185,25 +223,48 @@ class DaySummary:
     """The close of that day (aware UTC): the clock's reading at the end."""
     applications: int
     by_state: dict[wf.State, int]
+    """Applications per state."""
+    loss_reports: dict[wf.LossReportState, int]
+    """Loss reports per state."""
+    reports_filed_by_application: int
+    """Loss reports filed by a replacement application (the others were made at a counter)."""
+    found_cards: dict[wf.FoundCardState, int]
+    """Found cards per state."""
     transitions: int
-    """Transition-log rows written, the submissions included."""
-    counter_refusals: int
-    """Renewal applicants turned away at the counter for not handing back the old card."""
+    """Transition-log rows written, of every machine, the creations included."""
+    transitions_by_machine: dict[str, int]
+    """The same rows per machine."""
+    refusals: dict[Refusal, int]
+    """The planned refusals, by kind."""
     overdue: int
     """Applications not yet ready more than 60 days after submission."""
     overdue_reviews: int
     """Transmitted applications not decided within 5 days."""
     elapsed_seconds: float
+    held_cards: tuple[uuid.UUID, ...] = field(default=(), compare=False)
+    """The found cards still held at the close, in the order they were handed in."""
+
+    @property
+    def records(self) -> int:
+        """Records of every machine."""
+        return self.applications + sum(self.loss_reports.values()) + sum(self.found_cards.values())
 
     @property
     def transitions_per_second(self) -> float:
-        return self.transitions / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+        if self.elapsed_seconds <= 0:
+            return 0.0
+        return self.transitions / self.elapsed_seconds
 
     @property
     def intermediate(self) -> int:
         """Applications in neither final state."""
         done = {wf.State.REJECTED, wf.State.COLLECTED}
         return sum(n for state, n in self.by_state.items() if state not in done)
+
+    @property
+    def counter_refusals(self) -> int:
+        """Renewal applicants turned away at the counter for not handing back the old card."""
+        return self.refusals[Refusal.OLD_CARD_KEPT]
 
 
 class Fate(Enum):
@@ -220,9 +281,12 @@ _FATES = (Fate.NORMAL, Fate.REJECTED, Fate.REVIEW_STALLED, Fate.PRODUCTION_DELAY
 _FATE_WEIGHTS = (74, 7, 3, 6, 10)
 
 # The first applicants get a scenario, so that even a small run shows every outcome: a renewal
-# turned away once at the counter, a refusal, a collected card, a review and a production
-# overdue, and an application handed in on the last day. (fate, forgets the old card, kind,
-# submitted this many days before the last day: range)
+# turned away once at the counter, a refusal, a collected replacement (whose applicant also tries
+# to report the loss at a police station), a review and a production overdue, an application
+# handed in on the last day, a replacement collected after the loss was reported at an office,
+# and a replacement on its way when the lost card is handed in (its owner is refused the card,
+# which is destroyed). (fate, forgets the old card, kind, submitted this many days before the
+# last day: range)
 _SCENARIOS: tuple[tuple[Fate, bool, wf.Kind | None, tuple[int, int]], ...] = (
     (Fate.NORMAL, True, wf.Kind.RENEWAL, (70, 88)),
     (Fate.REJECTED, False, None, (10, 80)),
@@ -230,17 +294,57 @@ _SCENARIOS: tuple[tuple[Fate, bool, wf.Kind | None, tuple[int, int]], ...] = (
     (Fate.REVIEW_STALLED, False, None, (10, 50)),
     (Fate.PRODUCTION_DELAYED, False, None, (62, 85)),
     (Fate.NORMAL, False, None, (0, 0)),
+    (Fate.NORMAL, False, wf.Kind.REPLACEMENT, (62, 80)),
+    (Fate.NORMAL, False, wf.Kind.REPLACEMENT, (25, 60)),
 )
+_REPORTS_AGAIN = 2
+"""The scenario whose replacement applicant reports the loss again at a police station."""
+_REPORTED_FIRST = 6
+"""The scenario whose applicant reported the loss at an office before applying."""
+_CARD_HANDED_IN = 7
+"""The scenario whose lost card is handed in while the replacement is on its way."""
+
+
+class Loss(Enum):
+    """How the story of a lost card goes when its owner does not apply for a replacement."""
+
+    FINDS_IT = "finds_it"
+    """The owner finds the card and withdraws the report in person."""
+    HANDED_IN = "handed_in"
+    """A finder hands the card in at an office; the owner collects it there."""
+    STILL_LOST = "still_lost"
+    """Nothing more happens in the period."""
+
+
+_LOSSES = (Loss.FINDS_IT, Loss.HANDED_IN, Loss.STILL_LOST)
+_LOSS_WEIGHTS = (45, 25, 30)
+_LOSS_SHARE = 0.12
+"""Citizens who report a loss and do not apply, per application."""
+_UNREPORTED_SHARE = 0.04
+"""Cards handed in whose owners never reported them lost, per application."""
+
+# The opening stories of lost cards: (outcome, reported this many days before the last day:
+# range). Then a card nobody reported lost, handed in a few days before the end and still held.
+_LOSS_SCENARIOS: tuple[tuple[Loss, tuple[int, int]], ...] = (
+    (Loss.FINDS_IT, (55, 80)),
+    (Loss.HANDED_IN, (55, 80)),
+    (Loss.STILL_LOST, (10, 40)),
+)
+_UNCLAIMED_SCENARIO = (2, 6)
 
 
 @dataclass(frozen=True)
 class _Step:
     at: datetime
     action: str
+    unit: str = ""
+    """The office where an errand's step happens (application steps derive theirs)."""
 
 
 @dataclass
 class _Plan:
+    """One application: its form and its steps, the submission first."""
+
     number: int
     form: wf.SubmitApplication
     submit_at: datetime
@@ -249,9 +353,24 @@ class _Plan:
     app_id: uuid.UUID | None = None
     receipt_no: str = field(default="", repr=False)
 
+    def collect_at(self) -> datetime | None:
+        """When the card is collected (None if the story has no collection)."""
+        return next((s.at for s in self.steps if s.action == "collect"), None)
+
+
+@dataclass
+class _Errand:
+    """A lost card's story outside an application, or a found card's: its steps in time order."""
+
+    number: int
+    citizen_id: str = field(repr=False)
+    steps: list[_Step]
+    report_id: uuid.UUID | None = None
+    card_id: uuid.UUID | None = None
+
 
 class _Planner:
-    """Draws the applicants and the times of every step of their applications."""
+    """Draws the citizens and the times of every step of their stories."""
 
     def __init__(self, rng: random.Random, first_day: date) -> None:
         self.rng = rng
@@ -264,8 +383,7 @@ class _Planner:
 
     def plan(self, number: int) -> _Plan:
         rng = self.rng
-        point = rng.choices([c for c, _ in ACCEPTANCE_POINTS], [w for _, w in ACCEPTANCE_POINTS])[0]
-        hukou = rng.choice([c for c in HUKOU_COUNTIES if c.code != point.code])
+        point, hukou = self.residence()
         if number < len(_SCENARIOS):
             fate, forgets, kind, (fewest, most) = _SCENARIOS[number]
             days_before = rng.randint(fewest, most)
@@ -276,13 +394,17 @@ class _Planner:
             forgets = kind in RENEWALS and rng.random() < 0.15
             # A fifth of the applications come in on the last day: a busy day at the counter.
             days_before = 0 if rng.random() < 0.2 else rng.randint(1, PERIOD_DAYS - 1)
-        day = self.last_day - timedelta(days=days_before)
-        submit_at = datetime.combine(day, OPENS, CST) + timedelta(
-            minutes=rng.randint(0, 9 * 60 - 5)
-        )
-        plan = _Plan(number, self.form(kind, point, hukou), submit_at.astimezone(UTC), [])
+        submit_at = self.during(self.last_day - timedelta(days=days_before))
+        plan = _Plan(number, self.form(kind, point, hukou), submit_at, [_Step(submit_at, "submit")])
         self.schedule(plan, fate, forgets, scenario=number < len(_SCENARIOS))
         return plan
+
+    def residence(self) -> tuple[County, County]:
+        """Where a citizen lives (an acceptance point) and their household-registration county."""
+        rng = self.rng
+        point = rng.choices([c for c, _ in ACCEPTANCE_POINTS], [w for _, w in ACCEPTANCE_POINTS])[0]
+        hukou = rng.choice([c for c in HUKOU_COUNTIES if c.code != point.code])
+        return point, hukou
 
     def form(self, kind: wf.Kind, point: County, hukou: County) -> wf.SubmitApplication:
         rng = self.rng
@@ -325,6 +447,13 @@ class _Planner:
                 self.seen.add(number)
                 return number
 
+    def during(self, day: date) -> datetime:
+        """A moment of the office hours of ``day`` (CST), as aware UTC."""
+        moment = datetime.combine(day, OPENS, CST) + timedelta(
+            minutes=self.rng.randint(0, 9 * 60 - 5)
+        )
+        return moment.astimezone(UTC)
+
     def office_hours(self, moment: datetime) -> datetime:
         """``moment``, or the next opening of the offices (plus a short queue) if they are shut."""
         local = moment.astimezone(CST)
@@ -333,6 +462,10 @@ class _Planner:
         day = local.date() if local.time() < OPENS else local.date() + timedelta(days=1)
         opening = datetime.combine(day, OPENS, CST) + timedelta(minutes=self.rng.randint(0, 90))
         return opening.astimezone(UTC)
+
+    def later(self, moment: datetime, fewest: float, most: float) -> datetime:
+        """Some days (between ``fewest`` and ``most``) after ``moment``, in office hours."""
+        return self.office_hours(moment + timedelta(days=self.rng.uniform(fewest, most)))
 
     def schedule(self, plan: _Plan, fate: Fate, forgets: bool, *, scenario: bool) -> None:
         rng = self.rng
@@ -373,6 +506,129 @@ class _Planner:
         else:
             step("collect", timedelta(days=rng.uniform(1, 14)))
 
+    # -- lost and found cards ---------------------------------------------------------------
+
+    def errands(self, plans: Sequence[_Plan]) -> list[_Errand]:
+        """The lost and found cards' stories, numbered after the applications.
+
+        First the opening scenarios, then the replacement applicants' (a loss reported before
+        applying, a loss reported again, the lost card handed in), then the citizens who do not
+        apply and the cards nobody reported lost.
+        """
+        rng = self.rng
+        errands: list[_Errand] = []
+
+        def add(citizen_id: str, steps: list[_Step]) -> None:
+            if not steps:
+                return
+            if any(a.at >= b.at for a, b in pairwise(steps)):
+                raise RuntimeError("an errand's steps are out of order")
+            errands.append(_Errand(len(plans) + len(errands), citizen_id, steps))
+
+        for outcome, days in _LOSS_SCENARIOS:
+            add(*self.lost_card(outcome, days))
+        add(*self.unreported_card(_UNCLAIMED_SCENARIO, owner_comes=False))
+        for plan in plans:
+            if plan.form.kind is not wf.Kind.REPLACEMENT:
+                continue
+            citizen = plan.form.citizen_id
+            if plan.number < len(_SCENARIOS):
+                if plan.number == _REPORTED_FIRST:
+                    add(citizen, self.report_before(plan))
+                if plan.number == _REPORTS_AGAIN:
+                    add(citizen, self.report_again(plan))
+                if plan.number == _CARD_HANDED_IN:
+                    add(citizen, self.card_of_replaced(plan, refused_first=True))
+                continue
+            if rng.random() < 0.35:
+                add(citizen, self.report_before(plan))
+            if rng.random() < 0.05:
+                add(citizen, self.report_again(plan))
+            if rng.random() < 0.12:
+                add(citizen, self.card_of_replaced(plan, refused_first=rng.random() < 0.4))
+        for _ in range(round(len(plans) * _LOSS_SHARE)):
+            outcome = rng.choices(_LOSSES, _LOSS_WEIGHTS)[0]
+            days_before = rng.randint(0, PERIOD_DAYS - 1)
+            add(*self.lost_card(outcome, (days_before, days_before)))
+        for _ in range(round(len(plans) * _UNREPORTED_SHARE)):
+            days_before = rng.randint(0, PERIOD_DAYS - 1)
+            add(*self.unreported_card((days_before, days_before), owner_comes=rng.random() < 0.75))
+        return errands
+
+    def found_office(self, home: str) -> str:
+        """Where a lost card is handed in: mostly where its owner lives, else anywhere."""
+        if self.rng.random() < 0.6:
+            return home
+        return self.rng.choice(sorted(COUNTIES))
+
+    def lost_card(self, outcome: Loss, days_before: tuple[int, int]) -> tuple[str, list[_Step]]:
+        """A citizen who reports a loss at an office and does not apply for a replacement."""
+        rng = self.rng
+        point, hukou = self.residence()
+        citizen = self.citizen_id(hukou)
+        unit = point.code if rng.random() < 0.75 else hukou.code
+        reported = self.during(self.last_day - timedelta(days=rng.randint(*days_before)))
+        steps = [_Step(reported, "report_loss", unit)]
+        if outcome is Loss.FINDS_IT:
+            steps.append(_Step(self.later(reported, 1, 30), "withdraw", point.code))
+        elif outcome is Loss.HANDED_IN:
+            office = self.found_office(point.code)
+            handed_in = self.later(reported, 1, 30)
+            steps.append(_Step(handed_in, "hand_in", office))
+            steps.append(_Step(self.later(handed_in, 1, 12), "return", office))
+        return citizen, steps
+
+    def unreported_card(
+        self, days_before: tuple[int, int], *, owner_comes: bool
+    ) -> tuple[str, list[_Step]]:
+        """A card handed in whose owner never reported it lost (nor applied)."""
+        point, hukou = self.residence()
+        citizen = self.citizen_id(hukou)
+        office = self.found_office(point.code)
+        handed_in = self.during(self.last_day - timedelta(days=self.rng.randint(*days_before)))
+        steps = [_Step(handed_in, "hand_in", office)]
+        if owner_comes:
+            steps.append(_Step(self.later(handed_in, 1, 20), "return", office))
+        return citizen, steps
+
+    def report_before(self, plan: _Plan) -> list[_Step]:
+        """The replacement applicant reported the loss at an office a few days before applying
+        (the application then reuses the report); nothing if that is before the period."""
+        rng = self.rng
+        day = plan.submit_at.astimezone(CST).date() - timedelta(days=rng.randint(1, 15))
+        unit = plan.form.acceptance_region if rng.random() < 0.8 else plan.form.hukou_region
+        if day < self.first_day:
+            return []
+        return [_Step(self.during(day), "report_loss", unit)]
+
+    def report_again(self, plan: _Plan) -> list[_Step]:
+        """The replacement applicant also goes to a police station to report the loss, while the
+        report the application filed is active (before the replacement is collected)."""
+        at = self.later(plan.submit_at, 1, 4)
+        collect = plan.collect_at()
+        if collect is not None and at >= collect:
+            return []
+        unit = self.rng.choice((plan.form.acceptance_region, plan.form.hukou_region))
+        return [_Step(at, "report_again", unit)]
+
+    def card_of_replaced(self, plan: _Plan, *, refused_first: bool) -> list[_Step]:
+        """The lost card is handed in while the replacement is on its way (not refused, not yet
+        collected): it is destroyed, after the owner, come to collect it, was refused."""
+        if plan.rejection is not None:
+            return []
+        office = self.found_office(plan.form.acceptance_region)
+        at = self.later(plan.submit_at, 1, 6)
+        steps = [_Step(at, "hand_in", office)]
+        if refused_first:
+            at = self.later(at, 0.5, 3)
+            steps.append(_Step(at, "return_refused", office))
+        at = self.later(at, 0.005, 0.05)
+        steps.append(_Step(at, "destroy", office))
+        collect = plan.collect_at()
+        if collect is not None and at >= collect:
+            return []
+        return steps
+
 
 class _Staff:
     """The actors of each unit, built once."""
@@ -396,11 +652,147 @@ class _Staff:
     def clerk(self, plan: _Plan) -> wf.Actor:
         return self.get(wf.Role.ACCEPTANCE_CLERK, plan.form.acceptance_region)
 
+    def clerk_at(self, unit: str) -> wf.Actor:
+        return self.get(wf.Role.ACCEPTANCE_CLERK, unit)
+
     def reviewer(self, plan: _Plan) -> wf.Actor:
         return self.get(wf.Role.HUKOU_REVIEWER, plan.form.hukou_region)
 
     def producer(self, plan: _Plan) -> wf.Actor:
         return self.get(wf.Role.CARD_PRODUCER, plan.form.acceptance_region[:2])
+
+
+class _Replay:
+    """Fires the planned steps and keeps the ledger: every record's state as the rules of the
+    three systems say it must be, and the history rows each machine must have written.
+
+    The loss reports that commands file, close or withdraw as a side effect (a replacement
+    submitted, collected; a found card returned) are entered here from the rules, not read back.
+    """
+
+    def __init__(self, flow: wf.Workflow, staff: _Staff) -> None:
+        self.flow = flow
+        self.staff = staff
+        self.applications: dict[int, wf.State] = {}
+        self.reports: list[wf.LossReportState] = []
+        self.filed_by_application = 0
+        self.active: dict[str, int] = {}
+        """Citizen number → index in ``reports`` of the citizen's active report."""
+        self.cards: dict[uuid.UUID, wf.FoundCardState] = {}
+        self.rows: Counter[str] = Counter()
+        self.refusals: Counter[Refusal] = Counter()
+
+    def fire(self, story: _Plan | _Errand, index: int) -> bool:
+        """Fire one step; return whether it wrote a transition (False: a planned refusal)."""
+        if isinstance(story, _Plan):
+            return self._application(story, story.steps[index].action)
+        return self._errand(story, story.steps[index])
+
+    def _report_filed(self, citizen_id: str) -> None:
+        if citizen_id in self.active:
+            raise RuntimeError("the ledger has two active loss reports for one citizen")
+        self.active[citizen_id] = len(self.reports)
+        self.reports.append(wf.LossReportState.REPORTED)
+        self.rows[LOSS_REPORT] += 1
+
+    def _report_ended(self, citizen_id: str, state: wf.LossReportState) -> None:
+        self.reports[self.active.pop(citizen_id)] = state
+        self.rows[LOSS_REPORT] += 1
+
+    def _application(self, plan: _Plan, action: str) -> bool:
+        flow, staff = self.flow, self.staff
+        citizen = plan.form.citizen_id
+        replacement = plan.form.kind is wf.Kind.REPLACEMENT
+        if action == "submit":
+            view = flow.submit(plan.form, actor=staff.clerk(plan))
+            plan.app_id, plan.receipt_no = view.id, view.receipt_no
+            # Applying for a replacement counts as reporting the loss, unless it is reported.
+            if replacement and citizen not in self.active:
+                self._report_filed(citizen)
+                self.filed_by_application += 1
+        else:
+            app_id = plan.app_id
+            assert app_id is not None
+            if action == "turned_away":
+                # The applicant has the receipt but forgot the old card: no card leaves the counter.
+                try:
+                    flow.collect(app_id, actor=staff.clerk(plan), receipt_no=plan.receipt_no)
+                except wf.GuardFailed as exc:
+                    if exc.guard != OLD_CARD_GUARD:
+                        raise
+                    self.refusals[Refusal.OLD_CARD_KEPT] += 1
+                    return False
+                raise RuntimeError(
+                    "a renewed card was handed out without the old card being returned"
+                )
+            view = _perform(flow, plan, app_id, action, staff)
+            # Collecting a replacement closes the loss report: the lost card stays invalid.
+            if action == "collect" and replacement and citizen in self.active:
+                self._report_ended(citizen, wf.LossReportState.CLOSED)
+        self.applications[plan.number] = view.state
+        self.rows[APPLICATION] += 1
+        return True
+
+    def _errand(self, errand: _Errand, step: _Step) -> bool:
+        flow = self.flow
+        clerk = self.staff.clerk_at(step.unit)
+        citizen = errand.citizen_id
+        action = step.action
+        if action == "report_loss":
+            report = flow.report_loss(citizen, actor=clerk)
+            errand.report_id = report.id
+            self._report_filed(citizen)
+            _expect(report.state, self.reports[self.active[citizen]])
+        elif action == "withdraw":
+            assert errand.report_id is not None
+            report = flow.withdraw_loss_report(errand.report_id, actor=clerk, card_presented=True)
+            self._report_ended(citizen, report.state)
+            _expect(report.state, wf.LossReportState.WITHDRAWN)
+        elif action == "report_again":
+            # The replacement application reported the loss already: the counter says so.
+            try:
+                flow.report_loss(citizen, actor=clerk)
+            except wf.DuplicateLossReport:
+                self.refusals[Refusal.ALREADY_REPORTED] += 1
+                return False
+            raise RuntimeError("a second active loss report was filed for one citizen")
+        elif action == "hand_in":
+            card = flow.register_found_card(citizen, actor=clerk)
+            errand.card_id = card.id
+            self._card(card)
+        elif action == "return":
+            assert errand.card_id is not None
+            card = flow.return_found_card(errand.card_id, actor=clerk, identity_checked=True)
+            self._card(card)
+            # Handing the card back withdraws the owner's report, if there is one.
+            if citizen in self.active:
+                self._report_ended(citizen, wf.LossReportState.WITHDRAWN)
+        elif action == "return_refused":
+            # The owner came for the card, but a replacement is on its way: it is not returned.
+            assert errand.card_id is not None
+            try:
+                flow.return_found_card(errand.card_id, actor=clerk, identity_checked=True)
+            except wf.GuardFailed as exc:
+                if exc.guard != NO_REPLACEMENT_GUARD:
+                    raise
+                self.refusals[Refusal.OWNER_HAS_REPLACEMENT] += 1
+                return False
+            raise RuntimeError("a found card was handed back although a replacement is on its way")
+        elif action == "destroy":
+            assert errand.card_id is not None
+            self._card(flow.destroy_found_card(errand.card_id, actor=clerk))
+        else:
+            raise ValueError(f"unknown step {action!r}")
+        return True
+
+    def _card(self, card: wf.FoundCardView) -> None:
+        self.cards[card.id] = card.state
+        self.rows[FOUND_CARD] += 1
+
+
+def _expect(actual: object, expected: object) -> None:
+    if actual != expected:
+        raise RuntimeError(f"the library reports {actual}, the simulation expected {expected}")
 
 
 def run_day(
@@ -411,46 +803,42 @@ def run_day(
     clock: SimulatedClock,
     progress: Progress | None = None,
 ) -> DaySummary:
-    """Replay `PERIOD_DAYS` days of remote acceptance through ``flow``; print nothing.
+    """Replay `PERIOD_DAYS` days of the three systems through ``flow``; print nothing.
 
     ``clock`` must be the clock ``flow`` was built with; the CST date of its reading is the
     first day replayed, and it reads the close of the last day when this returns. ``flow``'s
-    database must hold no applications yet. Only the refusals the story plans are caught: a
-    renewal applicant who forgot the old card (`wf.GuardFailed`); any other error propagates.
+    database must hold no records yet. Only the refusals the story plans are caught: a renewal
+    applicant who forgot the old card and an owner asking for a found card while a replacement
+    is on its way (`wf.GuardFailed`), a replacement applicant reporting the loss again
+    (`wf.DuplicateLossReport`); any other error propagates.
     """
     if applications < 0:
         raise ValueError("applications must not be negative")
     planner = _Planner(rng, clock().astimezone(CST).date())
     closed_at = datetime.combine(planner.last_day, CLOSES, CST).astimezone(UTC)
     plans = planner.plans(applications)
-    staff = _Staff(rng)
+    stories: list[_Plan | _Errand] = [*plans, *planner.errands(plans)]
+    replay = _Replay(flow, _Staff(rng))
 
-    # One pending command per application, in time order: (when, application, step or -1).
-    queue: list[tuple[datetime, int, int]] = [(p.submit_at, p.number, -1) for p in plans]
+    # One pending step per story, in time order: (when, story, step).
+    queue: list[tuple[datetime, int, int]] = [
+        (s.steps[0].at, number, 0)
+        for number, s in enumerate(stories)
+        if s.steps and s.steps[0].at <= closed_at
+    ]
     heapq.heapify(queue)
-    commands = len(plans) + sum(1 for p in plans for s in p.steps if s.at <= closed_at)
+    commands = sum(1 for s in stories for step in s.steps if step.at <= closed_at)
     task = progress.add_task("Replaying", total=commands) if progress is not None else None
 
-    states: dict[int, wf.State] = {}
-    view: wf.ApplicationView | None
-    transitions = refusals = 0
     shown_day: date | None = None
     started = time.perf_counter()
     while queue:
         at, number, index = heapq.heappop(queue)
         clock.advance_to(at)
-        plan = plans[number]
-        if index < 0:
-            view = flow.submit(plan.form, actor=staff.clerk(plan))
-            plan.app_id, plan.receipt_no = view.id, view.receipt_no
-        else:
-            view, refused = _perform(flow, plan, plan.steps[index].action, staff)
-            refusals += refused
-        if view is not None:
-            states[number] = view.state
-            transitions += 1
-        if index + 1 < len(plan.steps) and plan.steps[index + 1].at <= closed_at:
-            heapq.heappush(queue, (plan.steps[index + 1].at, number, index + 1))
+        story = stories[number]
+        replay.fire(story, index)
+        if index + 1 < len(story.steps) and story.steps[index + 1].at <= closed_at:
+            heapq.heappush(queue, (story.steps[index + 1].at, number, index + 1))
         if progress is not None and task is not None:
             today = at.astimezone(CST).date()
             if today != shown_day:
@@ -461,56 +849,49 @@ def run_day(
     overdue = len(flow.overdue(limit=OVERDUE_LIMIT))
     overdue_reviews = len(flow.overdue_reviews(limit=OVERDUE_LIMIT))
     elapsed = time.perf_counter() - started
-    by_state = Counter(states.values())
+    by_state = Counter(replay.applications.values())
+    reports = Counter(replay.reports)
+    cards = Counter(replay.cards.values())
     return DaySummary(
         day=planner.last_day,
         closed_at=closed_at,
         applications=len(plans),
-        by_state={s: by_state.get(s, 0) for s in wf.State},
-        transitions=transitions,
-        counter_refusals=refusals,
+        by_state={s: by_state[s] for s in wf.State},
+        loss_reports={s: reports[s] for s in wf.LossReportState},
+        reports_filed_by_application=replay.filed_by_application,
+        found_cards={s: cards[s] for s in wf.FoundCardState},
+        transitions=sum(replay.rows.values()),
+        transitions_by_machine={m: replay.rows[m] for m in MACHINE_NAMES},
+        refusals={r: replay.refusals[r] for r in Refusal},
         overdue=overdue,
         overdue_reviews=overdue_reviews,
         elapsed_seconds=elapsed,
+        held_cards=tuple(c for c, s in replay.cards.items() if s is wf.FoundCardState.HELD),
     )
 
 
 def _perform(
-    flow: wf.Workflow, plan: _Plan, action: str, staff: _Staff
-) -> tuple[wf.ApplicationView | None, int]:
-    """Fire one planned step; return the new view (None if refused) and the refusals counted."""
-    app_id = plan.app_id
-    assert app_id is not None
+    flow: wf.Workflow, plan: _Plan, app_id: uuid.UUID, action: str, staff: _Staff
+) -> wf.ApplicationView:
+    """Fire one planned step of an application (not the submission) and return the new view."""
     if action == "transmit":
-        return flow.transmit(app_id, actor=staff.clerk(plan)), 0
+        return flow.transmit(app_id, actor=staff.clerk(plan))
     if action == "approve":
-        return flow.approve(app_id, actor=staff.reviewer(plan)), 0
+        return flow.approve(app_id, actor=staff.reviewer(plan))
     if action == "reject":
         assert plan.rejection is not None
         ground, note = plan.rejection
-        return flow.reject(app_id, actor=staff.reviewer(plan), ground=ground, note=note), 0
+        return flow.reject(app_id, actor=staff.reviewer(plan), ground=ground, note=note)
     if action == "produce":
-        return flow.produce(app_id, actor=staff.producer(plan)), 0
+        return flow.produce(app_id, actor=staff.producer(plan))
     if action == "mark_ready":
-        return flow.mark_ready(app_id, actor=staff.clerk(plan)), 0
-    if action == "turned_away":
-        # The applicant has the receipt but forgot the old card: no card leaves the counter.
-        try:
-            flow.collect(app_id, actor=staff.clerk(plan), receipt_no=plan.receipt_no)
-        except wf.GuardFailed as exc:
-            if exc.guard != OLD_CARD_GUARD:
-                raise
-            return None, 1
-        raise RuntimeError("a renewed card was handed out without the old card being returned")
+        return flow.mark_ready(app_id, actor=staff.clerk(plan))
     if action == "collect":
-        return (
-            flow.collect(
-                app_id,
-                actor=staff.clerk(plan),
-                receipt_no=plan.receipt_no,
-                old_card_returned=plan.form.kind in RENEWALS,
-            ),
-            0,
+        return flow.collect(
+            app_id,
+            actor=staff.clerk(plan),
+            receipt_no=plan.receipt_no,
+            old_card_returned=plan.form.kind in RENEWALS,
         )
     raise ValueError(f"unknown step {action!r}")
 
@@ -528,8 +909,9 @@ def _positive(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m workflow.demo",
-        description="Replay a realistic stretch of remote acceptance of resident identity cards "
-        "into a fresh SQLite database and summarise the day it ends on.",
+        description="Replay a realistic stretch of remote acceptance, loss reporting and lost "
+        "and found of resident identity cards into a fresh SQLite database and summarise the "
+        "day it ends on.",
     )
     parser.add_argument(
         "--db",
@@ -543,7 +925,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive,
         default=DEFAULT_APPLICATIONS,
         metavar="N",
-        help=f"number of applications (default: {DEFAULT_APPLICATIONS})",
+        help="number of applications; loss reports and found cards are in proportion "
+        f"(default: {DEFAULT_APPLICATIONS})",
     )
     parser.add_argument(
         "--seed",
@@ -568,38 +951,99 @@ def _recreate(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def _database_counts(url: str) -> tuple[dict[str, int], int]:
-    """Applications per state and transition-log rows, read straight from the tables."""
+@dataclass(frozen=True)
+class _Counts:
+    """Records per state of each machine and transition-log rows of each machine."""
+
+    states: dict[str, dict[str, int]]
+    rows: dict[str, int]
+
+
+def _database_counts(url: str) -> _Counts:
+    """What the database holds, read straight from the tables (not through the library)."""
+    columns = {
+        APPLICATION: Application.state,
+        LOSS_REPORT: LossReport.state,
+        FOUND_CARD: FoundCard.state,
+    }
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT state, count(*) FROM applications GROUP BY state"))
-            by_state = {str(state): int(n) for state, n in rows}
-            log_rows = conn.execute(sa.text("SELECT count(*) FROM transition_log")).scalar_one()
+            states = {
+                machine: {
+                    str(state): int(n)
+                    for state, n in conn.execute(
+                        sa.select(column, sa.func.count()).group_by(column)
+                    )
+                }
+                for machine, column in columns.items()
+            }
+            machine = TransitionLog.machine
+            rows = conn.execute(sa.select(machine, sa.func.count()).group_by(machine))
+            log_rows = {str(m): int(n) for m, n in rows}
     finally:
         engine.dispose()
-    return by_state, int(log_rows)
+    return _Counts(states, log_rows)
 
 
-def _summary_table(summary: DaySummary, path: Path) -> Table:
-    table = Table(
-        title=f"Remote acceptance at the close of {summary.day:%Y-%m-%d} (CST)",
-        show_header=False,
+def _tracked_counts(summary: DaySummary) -> _Counts:
+    """The same counts from the simulation's ledger (states nobody reached left out)."""
+    per_machine: dict[str, dict[str, int]] = {
+        APPLICATION: {str(s): n for s, n in summary.by_state.items()},
+        LOSS_REPORT: {str(s): n for s, n in summary.loss_reports.items()},
+        FOUND_CARD: {str(s): n for s, n in summary.found_cards.items()},
+    }
+    return _Counts(
+        {m: {s: n for s, n in states.items() if n} for m, states in per_machine.items()},
+        {m: n for m, n in summary.transitions_by_machine.items() if n},
     )
+
+
+def _table(title: str) -> Table:
+    table = Table(title=title, show_header=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(justify="right", overflow="fold")
-    for state in wf.State:
-        table.add_row(f"{state}", str(summary.by_state[state]))
-    table.add_row("applications", str(summary.applications), end_section=True)
-    table.add_row("in progress (not rejected or collected)", str(summary.intermediate))
-    table.add_row("overdue (not ready 60 days after submission)", str(summary.overdue))
-    table.add_row("overdue reviews (undecided after 5 days)", str(summary.overdue_reviews))
-    table.add_row("turned away: old card not handed back", str(summary.counter_refusals))
-    table.add_row("transitions (submissions included)", str(summary.transitions), end_section=True)
-    table.add_row("elapsed wall time", f"{summary.elapsed_seconds:.2f} s")
-    table.add_row("transitions per second", f"{summary.transitions_per_second:,.0f}")
-    table.add_row("database", str(path))
     return table
+
+
+def _summary_tables(summary: DaySummary, path: Path) -> list[Table]:
+    applications = _table(f"Remote acceptance at the close of {summary.day:%Y-%m-%d} (CST)")
+    for state in wf.State:
+        applications.add_row(f"{state}", str(summary.by_state[state]))
+    applications.add_row("applications", str(summary.applications), end_section=True)
+    applications.add_row("in progress (not rejected or collected)", str(summary.intermediate))
+    applications.add_row("overdue (not ready 60 days after submission)", str(summary.overdue))
+    applications.add_row("overdue reviews (undecided after 5 days)", str(summary.overdue_reviews))
+
+    reports = _table("Loss reporting")
+    for report_state in wf.LossReportState:
+        reports.add_row(f"{report_state}", str(summary.loss_reports[report_state]))
+    filed = summary.reports_filed_by_application
+    reports.add_row("loss reports", str(sum(summary.loss_reports.values())), end_section=True)
+    reports.add_row("reported at an office", str(sum(summary.loss_reports.values()) - filed))
+    reports.add_row("filed by a replacement application", str(filed))
+
+    cards = _table("Lost and found")
+    for card_state in wf.FoundCardState:
+        cards.add_row(f"{card_state}", str(summary.found_cards[card_state]))
+    cards.add_row("found cards", str(sum(summary.found_cards.values())))
+
+    refusals = _table("Refusals")
+    for refusal in Refusal:
+        refusals.add_row(refusal.value, str(summary.refusals[refusal]))
+
+    run = _table("The run")
+    labels = {APPLICATION: "applications", LOSS_REPORT: "loss reports", FOUND_CARD: "found cards"}
+    for machine in MACHINE_NAMES:
+        run.add_row(
+            f"transitions: {labels.get(machine, machine)}",
+            str(summary.transitions_by_machine[machine]),
+        )
+    run.add_row("transitions (all machines)", str(summary.transitions), end_section=True)
+    run.add_row("elapsed wall time", f"{summary.elapsed_seconds:.2f} s")
+    run.add_row("transitions per second", f"{summary.transitions_per_second:,.0f}")
+    run.add_row("database", str(path))
+    return [applications, reports, cards, refusals, run]
 
 
 _KIND_LABEL = {
@@ -632,6 +1076,24 @@ def _late_table(
     return table
 
 
+def _held_table(title: str, cards: Sequence[wf.FoundCardView], *, since: datetime) -> Table:
+    """A few found cards waiting for their owners, the citizen number masked."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("citizen no.", no_wrap=True)
+    table.add_column("held at", no_wrap=True)
+    table.add_column("handed in", no_wrap=True)
+    table.add_column("waiting", justify="right", no_wrap=True)
+    for card in cards:
+        office = COUNTIES.get(card.held_unit)
+        table.add_row(
+            mask_citizen_id(card.citizen_id),
+            f"{card.held_unit} {office.name if office else ''}".rstrip(),
+            f"{card.registered_at.astimezone(CST):%Y-%m-%d}",
+            f"{(since - card.registered_at).days} d",
+        )
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; return the process exit code."""
     args = _parser().parse_args(argv)
@@ -643,8 +1105,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     points = "; ".join(f"{c.name} ({c.code})" for c, _ in ACCEPTANCE_POINTS)
     console.print(
-        f"Replaying {PERIOD_DAYS} days of remote acceptance, {args.applications} applications "
-        f"(seed {args.seed}), at the acceptance points of {points}."
+        f"Replaying {PERIOD_DAYS} days of remote acceptance, loss reporting and lost and found, "
+        f"{args.applications} applications (seed {args.seed}), at the acceptance points of "
+        f"{points}, and at offices across the country."
     )
     with wf.Workflow(url, clock=clock) as flow:
         with Progress(
@@ -664,24 +1127,48 @@ def main(argv: list[str] | None = None) -> int:
             )
         overdue = flow.overdue(limit=5)
         overdue_reviews = flow.overdue_reviews(limit=5)
+        held = [flow.get_found_card(card_id) for card_id in summary.held_cards[:5]]
+        report = flow.verify()
 
-    console.print(_summary_table(summary, path))
+    for table in _summary_tables(summary, path):
+        console.print(table)
     if overdue:
         title = f"Overdue applications (first {len(overdue)} of {summary.overdue})"
         console.print(_late_table(title, overdue, since=summary.closed_at, review=False))
     if overdue_reviews:
         title = f"Overdue reviews (first {len(overdue_reviews)} of {summary.overdue_reviews})"
         console.print(_late_table(title, overdue_reviews, since=summary.closed_at, review=True))
-
-    by_state, log_rows = _database_counts(url)
-    expected = {str(s): n for s, n in summary.by_state.items() if n}
-    if by_state != expected or log_rows != summary.transitions:
-        console.print(
-            f"[red]The database disagrees with the replay: {by_state} and {log_rows} log rows, "
-            f"expected {expected} and {summary.transitions}[/red]"
+    if held:
+        title = (
+            f"Found cards waiting for their owners (first {len(held)} of {len(summary.held_cards)})"
         )
-        return 1
-    return 0
+        console.print(_held_table(title, held, since=summary.closed_at))
+
+    console.print(
+        f"verify(): {report.records} records and {report.rows} history rows checked, "
+        f"{len(report.broken)} broken."
+    )
+    failed = False
+    for broken in report.broken[:10]:
+        console.print(f"[red]  {broken.machine} {broken.record_id}: {broken.message}[/red]")
+        failed = True
+    if (report.records, report.rows) != (summary.records, summary.transitions):
+        console.print(
+            f"[red]verify() checked {report.records} records and {report.rows} rows, the replay "
+            f"made {summary.records} and {summary.transitions}[/red]"
+        )
+        failed = True
+    found, tracked = _database_counts(url), _tracked_counts(summary)
+    for machine in MACHINE_NAMES:
+        states, rows = found.states.get(machine, {}), found.rows.get(machine, 0)
+        expected_states, expected_rows = tracked.states[machine], tracked.rows.get(machine, 0)
+        if states != expected_states or rows != expected_rows:
+            console.print(
+                f"[red]The database disagrees with the replay on {machine}: {states} and "
+                f"{rows} log rows, expected {expected_states} and {expected_rows}[/red]"
+            )
+            failed = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from models.enums import Kind, State
+from models.enums import Kind, LossReportState, State
 from models.tables import (
     ACTIVE_LOSS_CONDITION,
     AWAITING_CARD_CONDITION,
@@ -207,6 +207,17 @@ class LossReportRepository(Repository):
     def active_for(self, conn: Connection, citizen_id: str) -> RowMapping | None:
         t = self.table
         query = sa.select(t).where(t.c.citizen_id == citizen_id, sa.text(ACTIVE_LOSS_CONDITION))
+        return conn.execute(query).mappings().first()
+
+    def latest_not_withdrawn(self, conn: Connection, citizen_id: str) -> RowMapping | None:
+        """The citizen's most recent report that is active or closed (not withdrawn)."""
+        t = self.table
+        query = (
+            sa.select(t)
+            .where(t.c.citizen_id == citizen_id, t.c.state != LossReportState.WITHDRAWN)
+            .order_by(t.c.reported_at.desc())
+            .limit(1)
+        )
         return conn.execute(query).mappings().first()
 
 

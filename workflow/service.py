@@ -461,16 +461,18 @@ class Workflow:
         """The found card as it is now."""
         return from_row(FoundCardView, self._found.get(card_id))
 
-    def _replacement_context(self, conn: Connection, card: Mapping[str, Any]) -> Mapping[str, Any]:
-        # Since the card was reported lost (the active report) or handed in, whichever was first.
+    def _replacement_context(self, conn: Connection, card: Mapping[Any, Any]) -> Mapping[str, Any]:
+        # "Since the card was reported lost or found": from the citizen's latest loss report
+        # that was not withdrawn (a withdrawn one ended with the card found; a closed one with
+        # a replacement, leaving the lost card invalid for good), or from the hand-in if that
+        # was earlier or there is no such report.
         citizen = str(card["citizen_id"])
         since = card["registered_at"]
-        report = self._loss_reports.active_for(conn, citizen)
+        report = self._loss_reports.latest_not_withdrawn(conn, citizen)
         if report is not None and report["reported_at"] < since:
             since = report["reported_at"]
-        return {
-            "replacement_since_loss": self._applications.replacement_since(conn, citizen, since)
-        }
+        replaced = self._applications.replacement_since(conn, citizen, since)
+        return {"replacement_since_loss": replaced}
 
     # -- queries ----------------------------------------------------------------------------
 

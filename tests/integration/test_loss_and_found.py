@@ -126,6 +126,22 @@ def test_a_found_card_whose_owner_applied_for_a_replacement_is_destroyed(
     assert flow.is_reported_lost(citizen_id(1))  # the replacement's own report stays active
 
 
+def test_a_card_found_after_its_replacement_was_collected_is_destroyed(
+    flow: wf.Workflow, clock: Clock
+) -> None:
+    # The replacement closed the report: the lost card stays invalid for good.
+    flow.report_loss(citizen_id(1), actor=clerk(OTHER_COUNTY))
+    clock.advance(days=1)
+    view = drive(flow, "ready", Kind.REPLACEMENT, n=1)
+    flow.collect(view.id, actor=clerk(), receipt_no=view.receipt_no)
+    clock.advance(days=30)
+    card = flow.register_found_card(citizen_id(1), actor=clerk())
+    with pytest.raises(wf.GuardFailed) as refused:
+        flow.return_found_card(card.id, actor=clerk(), identity_checked=True)
+    assert refused.value.guard == "no_replacement"
+    assert flow.destroy_found_card(card.id, actor=clerk()).state == "destroyed"
+
+
 def test_a_replacement_before_the_loss_was_reported_does_not_count(
     flow: wf.Workflow, clock: Clock
 ) -> None:
