@@ -59,11 +59,33 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000), _PLAIN]
 
 
+HIDDEN = ConfigDict(hide_input_in_errors=True)
+"""Validation errors never echo the input: it may be a citizen number."""
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # Reprs end up in logs: citizen numbers masked, receipt numbers never shown.
+        for key, value in super().__repr_args__():
+            if key == "citizen_id" and isinstance(value, str):
+                yield key, mask_citizen_id(value)
+            elif key == "receipt_no" and isinstance(value, str):
+                yield key, "*" * len(value)
+            else:
+                yield key, value
 
-class Actor(_Frozen):
+
+class _Input(_Frozen):
+    # An instance handed in is validated again: one built with model_construct skipped its
+    # rules, and the library stores what it is given.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", hide_input_in_errors=True, revalidate_instances="always"
+    )
+
+
+class Actor(_Input):
     """Who fires a command: an identifier, a role and the unit the actor works in.
 
     ``unit`` is the 6-digit division code of the county for acceptance clerks and household-
@@ -82,7 +104,7 @@ class Actor(_Frozen):
         return self
 
 
-class SubmitApplication(_Frozen):
+class SubmitApplication(_Input):
     """The remote-acceptance registration form, as filled in at the acceptance point."""
 
     kind: Kind
@@ -112,38 +134,34 @@ class SubmitApplication(_Frozen):
             raise ValueError(f"fee_paid must be {due} yuan, {reason}; got {self.fee_paid}")
         return self
 
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        for key, value in super().__repr_args__():
-            yield key, mask_citizen_id(value) if key == "citizen_id" else value
 
-
-class RejectPayload(_Frozen):
+class RejectPayload(_Input):
     """What the household-registration reviewer gives when refusing an application."""
 
     ground: RejectionGround
     note: Note = ""
 
 
-class CollectPayload(_Frozen):
+class CollectPayload(_Input):
     """What the clerk checks when the applicant comes for the card."""
 
     receipt_no: Annotated[str, StringConstraints(max_length=64)]
     old_card_returned: bool = False
 
 
-class WithdrawPayload(_Frozen):
+class WithdrawPayload(_Input):
     """What the clerk checks when a loss report is withdrawn."""
 
     card_presented: bool = False
 
 
-class ReturnPayload(_Frozen):
+class ReturnPayload(_Input):
     """What the clerk checks when a found card is handed back to its owner."""
 
     identity_checked: bool = False
 
 
-class NoPayload(_Frozen):
+class NoPayload(_Input):
     """An event that takes no arguments beyond the actor."""
 
 
@@ -169,18 +187,8 @@ class ApplicationView(_Frozen):
     rejection_note: str | None
     old_card_returned: bool
 
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        for key, value in super().__repr_args__():
-            yield key, mask_citizen_id(value) if key == "citizen_id" else value
 
-
-class _MaskedCitizen(_Frozen):
-    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
-        for key, value in super().__repr_args__():
-            yield key, mask_citizen_id(value) if key == "citizen_id" else value
-
-
-class LossReportView(_MaskedCitizen):
+class LossReportView(_Frozen):
     """A loss report as the library reports it. Every datetime is timezone-aware UTC."""
 
     id: uuid.UUID
@@ -193,7 +201,7 @@ class LossReportView(_MaskedCitizen):
     ended_at: AwareDatetime | None
 
 
-class FoundCardView(_MaskedCitizen):
+class FoundCardView(_Frozen):
     """A found card as the library reports it. Every datetime is timezone-aware UTC."""
 
     id: uuid.UUID

@@ -22,6 +22,7 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy.engine import Connection
 
 from models.schemas import (
+    HIDDEN,
     Actor,
     BulkRefusal,
     Condition,
@@ -52,7 +53,7 @@ Clock = Callable[[], datetime]
 
 ViewT = TypeVar("ViewT", bound=BaseModel)
 
-_RECORD_ID = TypeAdapter(uuid.UUID)
+_RECORD_ID = TypeAdapter(uuid.UUID, config=HIDDEN)
 _ACTOR = TypeAdapter(Actor)
 
 
@@ -67,8 +68,9 @@ def from_row(model: type[ViewT], row: Mapping[Any, Any]) -> ViewT:
 
 
 def as_actor(actor: Any) -> Actor:
-    """An `Actor`, or a `ValidationError` naming what is wrong with it."""
-    return actor if isinstance(actor, Actor) else _ACTOR.validate_python(actor)
+    """A valid `Actor`, or a `ValidationError` naming what is wrong with it. An `Actor`
+    instance is validated again: one built with ``model_construct`` skipped its rules."""
+    return _ACTOR.validate_python(actor)
 
 
 def as_record_id(value: Any) -> uuid.UUID:
@@ -90,7 +92,8 @@ _REQUEST_ID = TypeAdapter(
         str,
         Strict(),
         StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$"),
-    ]
+    ],
+    config=HIDDEN,
 )
 """A request id: 1 to 128 printable ASCII characters, no spaces."""
 
@@ -155,6 +158,15 @@ def _canonical(arguments: Any) -> Any:
     if isinstance(arguments, (list, tuple)):
         return [_canonical(v) for v in arguments]
     return to_jsonable_python(arguments)
+
+
+def shown(event: object) -> str:
+    """An event name as logs and messages may show it: a plain name as it is, anything else
+    quoted, escaped and cut short, so a crafted name can't forge or flood a log line."""
+    if isinstance(event, str) and event.isascii() and event.isidentifier() and len(event) <= 32:
+        return event
+    text = repr(event)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _who(actor: Actor) -> str:
@@ -300,7 +312,12 @@ class Runner:
             self.repository.append(conn, move.entry)
         except WorkflowError as refused:
             log.info(
-                "%s %s: %s by %s refused: %s", d.name, record_id, event, _who(actor), refused.code
+                "%s %s: %s by %s refused: %s",
+                d.name,
+                record_id,
+                shown(event),
+                _who(actor),
+                refused.code,
             )
             raise
         log.info(
@@ -349,7 +366,7 @@ class Runner:
         log.info(
             "%s: %s by %s for %d records, %d refused",
             d.name,
-            event,
+            shown(event),
             _who(actor),
             len(moves),
             len(refused),
@@ -370,7 +387,7 @@ class Runner:
         state = str(record["state"])
         rule = d.events.get(event) if isinstance(event, str) else None
         if rule is None:
-            raise IllegalTransition(str(event), state)
+            raise IllegalTransition(shown(event), state)
         row = Columns({**record, **derived})
         rule.permission.require(event, actor, row)
         transition = d.transition(state, event)
@@ -421,7 +438,7 @@ class Runner:
         actor = as_actor(actor)
         arguments = self.arguments(event, payload)
         request = Request.of(
-            request_id, self.definition.name, str(event), record_id, actor, arguments
+            request_id, self.definition.name, shown(event), record_id, actor, arguments
         )
 
         def work(conn: Connection) -> tuple[uuid.UUID, dict[str, Any]]:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from sqlalchemy.engine import Connection
 
 from models.citizen_id import mask_citizen_id
 from models.enums import Kind, RejectionGround
 from models.schemas import (
+    HIDDEN,
     ApplicationView,
     BulkRefusal,
     BulkReport,
@@ -45,6 +46,7 @@ from workflow.engine import (
     as_actor,
     as_record_id,
     from_row,
+    shown,
     system_clock,
 )
 from workflow.errors import DuplicateApplication, DuplicateLossReport, NotFound
@@ -70,13 +72,16 @@ MACHINES: tuple[Definition, ...] = (APPLICATION, LOSS_REPORT, FOUND_CARD)
 """Every machine the library runs."""
 
 _FORM = TypeAdapter(SubmitApplication)
-_CITIZEN = TypeAdapter(CitizenId)
-_LIMIT = TypeAdapter(Annotated[int, Field(strict=True, ge=1, le=10_000)])
+_CITIZEN = TypeAdapter(CitizenId, config=HIDDEN)
+_LIMIT = TypeAdapter(Annotated[int, Field(strict=True, ge=1, le=10_000)], config=HIDDEN)
 _EVENT_IDS = TypeAdapter(
-    Annotated[list[Annotated[int, Field(strict=True, ge=1)]], Field(max_length=10_000)]
+    Annotated[
+        list[Annotated[int, Field(strict=True, ge=1, le=2**63 - 1)]], Field(max_length=10_000)
+    ],
+    config=HIDDEN,
 )
-_IDS = TypeAdapter(Annotated[list[uuid.UUID], Field(max_length=1_000_000)])
-_BATCH = TypeAdapter(Annotated[int, Field(strict=True, ge=1, le=100_000)])
+_IDS = TypeAdapter(Annotated[list[uuid.UUID], Field(max_length=1_000_000)], config=HIDDEN)
+_BATCH = TypeAdapter(Annotated[int, Field(strict=True, ge=1, le=100_000)], config=HIDDEN)
 
 
 class OverdueQuery(BaseModel):
@@ -86,6 +91,14 @@ class OverdueQuery(BaseModel):
 
     as_of: AwareDatetime | None = None
     limit: Annotated[int, Field(ge=1, le=10_000)] = 100
+
+    @field_validator("as_of")
+    @classmethod
+    def _representable_in_utc(cls, value: datetime | None) -> datetime | None:
+        try:
+            return None if value is None else value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("must be an instant that can be expressed in UTC") from None
 
 
 def new_receipt_no() -> str:
@@ -138,7 +151,7 @@ class Workflow:
         A replacement also files a loss report for the citizen in the same transaction, unless
         one is active already: applying for a replacement counts as reporting the loss.
         """
-        cmd = cmd if isinstance(cmd, SubmitApplication) else _FORM.validate_python(cmd)
+        cmd = _FORM.validate_python(cmd)
         actor = as_actor(actor)
         request = Request.of(request_id, APPLICATION.name, "submit", None, actor, cmd)
 
@@ -252,7 +265,9 @@ class Workflow:
         record_id = as_record_id(app_id)
         actor = as_actor(actor)
         arguments = self._runner.arguments(event, payload)
-        request = Request.of(request_id, APPLICATION.name, str(event), record_id, actor, arguments)
+        request = Request.of(
+            request_id, APPLICATION.name, shown(event), record_id, actor, arguments
+        )
 
         def work(conn: Connection) -> tuple[uuid.UUID, dict[str, Any]]:
             result = self._runner.fire_in(conn, record_id, event, actor=actor, arguments=arguments)
@@ -295,7 +310,7 @@ class Workflow:
                         self._close_loss_report(conn, str(result["citizen_id"]), actor)
             succeeded.extend(r["id"] for r in moved)
             refused.extend(not_moved)
-        return BulkReport(event=str(event), succeeded=succeeded, refused=refused)
+        return BulkReport(event=shown(event), succeeded=succeeded, refused=refused)
 
     def _close_loss_report(self, conn: Connection, citizen_id: str, actor: Any) -> None:
         report = self._loss_reports.active_for(conn, citizen_id)

@@ -30,6 +30,8 @@ _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 
 def create_engine(url: str | URL, **kwargs: Any) -> Engine:
     """A SQLAlchemy engine prepared for the library (see `prepare_engine`)."""
+    # Errors and logs then leave out the statements' parameters: they hold personal data.
+    kwargs.setdefault("hide_parameters", True)
     try:
         engine = sa.create_engine(url, **kwargs)
     except (SQLAlchemyError, ValueError, TypeError) as exc:
@@ -132,9 +134,28 @@ class Store:
                 with conn.begin():
                     yield conn
         except DBAPIError as exc:
-            raise _translate(exc, conflicts or {}) from exc
+            raise _translate(exc, conflicts or {}) from DatabaseFailure.of(exc)
         except SQLAlchemyError as exc:
-            raise StorageError(f"database error: {type(exc).__name__}") from exc
+            failure = DatabaseFailure.of(exc)
+            raise StorageError(f"database error: {failure}") from failure
+
+
+class DatabaseFailure(Exception):
+    """What the database or driver reported, without the statement's parameters or the
+    values it quotes (they may be personal data). ``original`` keeps the full error."""
+
+    original: BaseException
+
+    @classmethod
+    def of(cls, exc: SQLAlchemyError) -> DatabaseFailure:
+        cause = getattr(exc, "orig", None) or exc
+        # The first line: PostgreSQL puts the values in DETAIL lines, SQLite names columns only.
+        first = str(cause).strip().splitlines()[0][:300] if str(cause).strip() else ""
+        statement = " ".join(str(getattr(exc, "statement", "") or "").split()[:3])
+        where = f" in {statement}" if statement else ""
+        failure = cls(f"{type(cause).__name__}: {first}{where}")
+        failure.original = exc
+        return failure
 
 
 def _translate(exc: DBAPIError, conflicts: ConflictMap) -> Exception:
@@ -146,4 +167,4 @@ def _translate(exc: DBAPIError, conflicts: ConflictMap) -> Exception:
     sqlstate = getattr(exc.orig, "sqlstate", None)
     if sqlstate in _RETRYABLE_SQLSTATES or "database is locked" in message:
         return ConcurrentUpdate("the database stayed busy or detected a conflict; retry")
-    return StorageError(f"database error ({type(exc.orig).__name__}); see the chained cause")
+    return StorageError(f"database error: {DatabaseFailure.of(exc)}")

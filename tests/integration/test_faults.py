@@ -10,6 +10,7 @@ from sqlalchemy import event
 
 import workflow as wf
 from tests.support import Clock, clerk, drive, form
+from workflow.store import DatabaseFailure
 
 
 @pytest.fixture
@@ -46,7 +47,10 @@ def test_a_failure_mid_transition_changes_nothing(
     with pytest.raises(wf.StorageError) as info:
         flow.transmit(view.id, actor=clerk())
     assert info.value.code == "storage_error"
-    assert isinstance(info.value.__cause__, sa.exc.OperationalError)
+    cause = info.value.__cause__
+    assert isinstance(cause, DatabaseFailure)
+    assert "disk I/O error" in str(cause)
+    assert isinstance(cause.original, sa.exc.OperationalError)
     assert state_of(flow, view) == before
     assert flow.transmit(view.id, actor=clerk()).version == 2
     assert flow.verify().ok
