@@ -86,15 +86,23 @@ class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class Application(Base):
+class StateRecord:
+    """The columns every machine's records have: what the engine reads and moves."""
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
+    state: Mapped[str] = mapped_column(sa.String(20))
+    version: Mapped[int] = mapped_column(sa.Integer)
+    """1 at creation, one more for each transition: the compare-and-set key."""
+    chain_head: Mapped[str] = mapped_column(sa.String(64))
+    """Hash of the last row of the record's history (see `workflow.chain`)."""
+
+
+class Application(StateRecord, Base):
     """One remote-acceptance application for a resident identity card."""
 
     __tablename__ = "applications"
 
-    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
     kind: Mapped[str] = mapped_column(sa.String(20))
-    state: Mapped[str] = mapped_column(sa.String(20))
-    version: Mapped[int] = mapped_column(sa.Integer)
     citizen_id: Mapped[str] = mapped_column(sa.String(18))
     name: Mapped[str] = mapped_column(sa.String(64))
     hukou_region: Mapped[str] = mapped_column(sa.String(6))
@@ -109,8 +117,6 @@ class Application(Base):
     rejection_ground: Mapped[str | None] = mapped_column(sa.String(32))
     rejection_note: Mapped[str | None] = mapped_column(sa.Text)
     old_card_returned: Mapped[bool] = mapped_column(sa.Boolean(create_constraint=False))
-    chain_head: Mapped[str] = mapped_column(sa.String(64))
-    """Hash of the last row of the application's history (see `workflow.chain`)."""
 
     __table_args__ = (
         sa.CheckConstraint(_one_of("state", State), name="state"),
@@ -150,15 +156,11 @@ class Application(Base):
     )
 
 
-class LossReport(Base):
+class LossReport(StateRecord, Base):
     """A report that a resident identity card was lost (挂失申报)."""
 
     __tablename__ = "loss_reports"
 
-    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
-    state: Mapped[str] = mapped_column(sa.String(20))
-    version: Mapped[int] = mapped_column(sa.Integer)
-    chain_head: Mapped[str] = mapped_column(sa.String(64))
     citizen_id: Mapped[str] = mapped_column(sa.String(18))
     reported_unit: Mapped[str] = mapped_column(sa.String(6))
     """The division code of the office where the loss was reported."""
@@ -181,15 +183,11 @@ class LossReport(Base):
     )
 
 
-class FoundCard(Base):
+class FoundCard(StateRecord, Base):
     """A resident identity card handed in as found (丢失招领)."""
 
     __tablename__ = "found_cards"
 
-    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True)
-    state: Mapped[str] = mapped_column(sa.String(20))
-    version: Mapped[int] = mapped_column(sa.Integer)
-    chain_head: Mapped[str] = mapped_column(sa.String(64))
     citizen_id: Mapped[str] = mapped_column(sa.String(18))
     held_unit: Mapped[str] = mapped_column(sa.String(6))
     """The division code of the office that holds the card."""

@@ -10,7 +10,6 @@ transaction; no I/O happens here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any, ClassVar
 
 from statemachine import State
@@ -19,12 +18,8 @@ from models.enums import FoundCardState as S
 from models.enums import Role
 from models.schemas import NoPayload, ReturnPayload
 from workflow.definition import Definition, EventRule, Guard, Permission, ProcessMachine
+from workflow.loss_report import ANY_ACCEPTANCE_CLERK, end_now
 
-ANY_ACCEPTANCE_CLERK = Permission(
-    Role.ACCEPTANCE_CLERK,
-    unit_field=None,
-    description="an acceptance clerk of any office in the country",
-)
 CLERK_OF_HOLDING_OFFICE = Permission(
     Role.ACCEPTANCE_CLERK,
     unit_field="held_unit",
@@ -60,10 +55,6 @@ def _found_facts(record: Any) -> Mapping[str, Any]:
     return {"held_unit": str(record.held_unit)}
 
 
-def _end(record: Any, payload: Any, now: datetime) -> Mapping[str, Any]:
-    return {"ended_at": now}
-
-
 class FoundCardMachine(ProcessMachine):
     """One identity card handed in as found. Returned and destroyed are final."""
 
@@ -83,13 +74,13 @@ class FoundCardMachine(ProcessMachine):
         "return_to_owner": EventRule(
             CLERK_OF_HOLDING_OFFICE,
             ReturnPayload,
-            _end,
+            end_now,
             "The owner collects the card in person; the owner's loss report is withdrawn.",
         ),
         "destroy": EventRule(
             CLERK_OF_HOLDING_OFFICE,
             NoPayload,
-            _end,
+            end_now,
             "A replacement exists: the found card is destroyed and the destruction recorded.",
         ),
     }

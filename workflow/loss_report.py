@@ -51,7 +51,8 @@ def _report_facts(record: Any) -> Mapping[str, Any]:
     }
 
 
-def _end(record: Any, payload: Any, now: datetime) -> Mapping[str, Any]:
+def end_now(record: Any, payload: Any, now: datetime) -> Mapping[str, Any]:
+    """The effect of an event into a final state: the record's ``ended_at``."""
     return {"ended_at": now}
 
 
@@ -72,13 +73,13 @@ class LossReportMachine(ProcessMachine):
         "withdraw": EventRule(
             ANY_ACCEPTANCE_CLERK,
             WithdrawPayload,
-            _end,
+            end_now,
             "The holder came back in person with the found card: the card is valid again.",
         ),
         "close": EventRule(
             ANY_ACCEPTANCE_CLERK,
             NoPayload,
-            _end,
+            end_now,
             "A replacement card was collected: the lost card stays invalid for good.",
         ),
     }
