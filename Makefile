@@ -52,3 +52,15 @@ diagrams: $(STAMP) graphviz
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Benchmarks, on demand (docs/performance.md): SQLite on a RAM disk and on disk, then PostgreSQL
+# on a throwaway server; each compares the library with the floor, interleaved. Results, tables
+# and the plot go to var/bench. `make bench BENCH_ARGS=--quick` is a small smoke run.
+.PHONY: bench
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(PY) -m pip install --quiet matplotlib
+	rm -f var/bench/results-*.json
+	$(PY) -m tests.benchmarks.run --db sqlite-ram --db sqlite-disk $(BENCH_ARGS)
+	.ci/with-postgres $(PY) -m tests.benchmarks.run --db postgres $(BENCH_ARGS)
+	$(PY) -m tests.benchmarks.report var/bench

@@ -1,0 +1,277 @@
+"""Run the benchmarks: ``python -m tests.benchmarks.run --db sqlite-ram --db sqlite-disk``.
+
+Phases (``--only`` picks some): ``single`` and ``bulk`` on every database given; ``queries``
+(overdue at growing sizes, and verify) on SQLite-on-disk and PostgreSQL; ``memory`` and
+``profile`` on the SQLite RAM disk. ``--db postgres`` needs ``IDCARD_TEST_DATABASE_URL``, as
+``.ci/with-postgres`` sets it. Results go to ``<out>/results-<db>.json``; ``python -m
+tests.benchmarks.report <out>`` turns every results file there into tables and the plot.
+``--quick`` runs every phase small, to check that the benchmarks work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from .common import LABELS, ROOT, VARIANTS, Databases, libpq_url, mount_of
+
+console = Console(highlight=False)
+PHASES = ("single", "bulk", "queries", "memory", "profile")
+WHERE = {
+    "single": VARIANTS,
+    "bulk": VARIANTS,
+    "queries": ("sqlite-disk", "postgres"),
+    "memory": ("sqlite-ram",),
+    "profile": ("sqlite-ram",),
+}
+
+
+@dataclass(frozen=True)
+class Scale:
+    single_apps: int
+    single_rounds: int
+    bulk_apps: int
+    bulk_rounds: int
+    sizes: tuple[int, ...]
+    verify_sizes: tuple[int, ...]
+    calls: int
+    memory_commands: int
+    memory_checkpoints: tuple[int, ...]
+    profile_apps: int
+
+
+FULL = Scale(
+    single_apps=250,
+    single_rounds=9,
+    bulk_apps=5000,
+    bulk_rounds=5,
+    sizes=(10_000, 100_000, 1_000_000),
+    verify_sizes=(100_000, 1_000_000),
+    calls=300,
+    memory_commands=100_000,
+    memory_checkpoints=(1_000, 10_000, 50_000, 100_000),
+    profile_apps=500,
+)
+QUICK = Scale(
+    single_apps=100,
+    single_rounds=5,
+    bulk_apps=2000,
+    bulk_rounds=5,
+    sizes=(10_000, 50_000),
+    verify_sizes=(50_000,),
+    calls=50,
+    memory_commands=20_000,
+    memory_checkpoints=(1_000, 10_000, 20_000),
+    profile_apps=100,
+)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import pydantic
+    import sqlalchemy
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read("/proc/cpuinfo").splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "?",
+    )
+    mem_kib = next(
+        (
+            int(line.split()[1])
+            for line in _read("/proc/meminfo").splitlines()
+            if line.startswith("MemTotal:")
+        ),
+        0,
+    )
+    disk = mount_of(ROOT / "var")
+    device = Path(disk["device"]).name
+    rotational = _read(f"/sys/block/{device}/queue/rotational").strip()
+    try:
+        import psycopg
+
+        psycopg_version = psycopg.__version__
+    except ImportError:  # pragma: no cover
+        psycopg_version = None
+    dirty = _git("status", "--porcelain").splitlines()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": round(mem_kib / 1024 / 1024, 1),
+        "disk": {**disk, "rotational": rotational or "?"},
+        "shm": mount_of("/dev/shm"),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "sqlalchemy": sqlalchemy.__version__,
+        "psycopg": psycopg_version,
+        "pydantic": pydantic.VERSION,
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "git_dirty_files": len(dirty),
+        "git_dirty_library_files": sorted(
+            line[3:]
+            for line in dirty
+            if line[3:].startswith(("workflow/", "models/", "migrations/"))
+        ),
+        "loadavg_start": _read("/proc/loadavg").split()[:3],
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def postgres_version(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(libpq_url(url)) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+        settings = {
+            name: conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+            for name in ("synchronous_commit", "fsync", "shared_buffers", "wal_sync_method")
+        }
+    return f"{row[0] if row else '?'} ({', '.join(f'{k}={v}' for k, v in settings.items())})"
+
+
+_STARTED = time.perf_counter()
+
+
+def log(text: str) -> None:
+    console.print(f"[dim]{time.perf_counter() - _STARTED:6.0f}s[/] {text}")
+
+
+def run_variant(variant: str, phases: list[str], scale: Scale, out: Path, keep: bool) -> dict:
+    from .bulk import bench_bulk
+    from .memory import bench_memory
+    from .profiling import profile_single
+    from .queries import bench_queries
+    from .single import bench_single
+
+    databases = Databases(variant, keep=keep)
+    result: dict[str, Any] = {
+        "variant": variant,
+        "label": LABELS[variant],
+        "machine": machine(),
+        "location": databases.location(),
+    }
+    if variant == "postgres":
+        assert databases.server_url is not None
+        result["postgres"] = postgres_version(databases.server_url)
+    console.rule(
+        f"[bold]{LABELS[variant]}[/] — data in {result['location']['path']} "
+        f"({result['location']['fstype']} on {result['location']['device']})"
+    )
+    started = time.perf_counter()
+    try:
+        for phase in phases:
+            if variant not in WHERE[phase]:
+                continue
+            t0 = time.perf_counter()
+            console.print(f"[bold cyan]{phase}[/]")
+            with databases.fresh(phase) as db:
+                if phase == "single":
+                    result["single"] = bench_single(
+                        db, apps_per_round=scale.single_apps, rounds=scale.single_rounds, log=log
+                    )
+                elif phase == "bulk":
+                    result["bulk"] = bench_bulk(
+                        db, apps_per_round=scale.bulk_apps, rounds=scale.bulk_rounds, log=log
+                    )
+                elif phase == "queries":
+                    result["queries"] = bench_queries(
+                        db,
+                        sizes=scale.sizes,
+                        verify_sizes=scale.verify_sizes,
+                        calls=scale.calls,
+                        log=log,
+                    )
+                elif phase == "memory":
+                    result["memory"] = bench_memory(
+                        db,
+                        commands=scale.memory_commands,
+                        checkpoints=list(scale.memory_checkpoints),
+                    )
+                    for p in result["memory"]["points"]:
+                        log(
+                            f"  after {p['commands']:>7,} commands: "
+                            f"RSS {p['rss_kib'] / 1024:.1f} MiB, "
+                            f"peak {p['peak_rss_kib'] / 1024:.1f} MiB"
+                        )
+                elif phase == "profile":
+                    result["profile"] = profile_single(
+                        db, apps=scale.profile_apps, out=out / f"profile-{variant}.txt"
+                    )
+                    for name, share in result["profile"]["groups"].items():
+                        log(f"  {share:6.1%}  {name}")
+            result.setdefault("phase_seconds", {})[phase] = time.perf_counter() - t0
+    finally:
+        databases.close()
+    result["seconds"] = time.perf_counter() - started
+    result["machine"]["loadavg_end"] = _read("/proc/loadavg").split()[:3]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", action="append", choices=VARIANTS, help="repeatable")
+    parser.add_argument("--only", help=f"comma-separated phases of {', '.join(PHASES)}")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench")
+    parser.add_argument("--keep", action="store_true", help="keep the SQLite files")
+    args = parser.parse_args(argv)
+    variants = args.db or [
+        v for v in VARIANTS if v != "postgres" or os.environ.get("IDCARD_TEST_DATABASE_URL")
+    ]
+    phases = args.only.split(",") if args.only else list(PHASES)
+    unknown = set(phases) - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    scale = QUICK if args.quick else FULL
+    args.out.mkdir(parents=True, exist_ok=True)
+    from .report import show
+
+    for variant in variants:
+        result = run_variant(variant, phases, scale, args.out, args.keep)
+        result["quick"] = args.quick
+        path = args.out / f"results-{variant}.json"
+        if args.only and path.exists():
+            # Some phases again: keep the other phases' results of the earlier run.
+            earlier = json.loads(path.read_text())
+            if earlier.get("quick") == args.quick:
+                result = {**earlier, **result}
+        path.write_text(json.dumps(result, indent=1, default=str))
+        console.print(f"[dim]{LABELS[variant]}: {result['seconds']:.0f} s; wrote {path}[/]")
+        show([result], console)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
