@@ -30,6 +30,64 @@ from models.tables import (
 )
 
 
+class Prepared:
+    """A statement rendered once per dialect and run with ``exec_driver_sql``.
+
+    SQLAlchemy's events, logging and error handling still apply; its per-execution compilation
+    and parameter machinery, most of a command's cost, does not. Parameters go through the
+    same type processors SQLAlchemy itself would apply.
+    """
+
+    def __init__(self, statement: sa.Insert | sa.Update, keys: Sequence[str] | None = None) -> None:
+        self.statement = statement
+        self.keys = list(keys) if keys is not None else None
+        self._rendered: dict[str, tuple[str, list[str] | None, dict[str, Any]]] = {}
+
+    def execute(
+        self, conn: Connection, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+    ) -> Any:
+        dialect = conn.dialect
+        rendered = self._rendered.get(dialect.name)
+        if rendered is None:
+            compiled = self.statement.compile(dialect=dialect, column_keys=self.keys)
+            names = list(compiled.positiontup or []) if compiled.positional else None
+            processors = {}
+            for name, bind in compiled.binds.items():
+                processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                if processor is not None:
+                    processors[name] = processor
+            rendered = self._rendered[dialect.name] = (compiled.string, names, processors)
+        sql, names, processors = rendered
+
+        def convert(values: Mapping[str, Any]) -> Any:
+            ready = {
+                key: processors[key](value) if key in processors else value
+                for key, value in values.items()
+            }
+            return tuple(ready[name] for name in names) if names is not None else ready
+
+        if isinstance(params, Mapping):
+            return conn.exec_driver_sql(sql, convert(params))
+        return conn.exec_driver_sql(sql, [convert(p) for p in params])
+
+
+LOG_KEYS = (
+    "machine",
+    "record_id",
+    "seq",
+    "event",
+    "from_state",
+    "to_state",
+    "actor_id",
+    "actor_role",
+    "actor_unit",
+    "at",
+    "details",
+    "hash",
+)
+"""The columns of a history row the engine writes (all but the surrogate id)."""
+
+
 class Repository:
     """Loads, creates and moves records of one machine, and keeps their history.
 
@@ -46,8 +104,8 @@ class Repository:
         self._load = sa.select(t).where(t.c.id == sa.bindparam("record_id"))
         self._load_locked = self._load.with_for_update()
         self._insert = sa.insert(t)
-        self._append = sa.insert(self.log)
-        self._moves: dict[tuple[str, ...], sa.Update] = {}
+        self._append = Prepared(sa.insert(self.log), keys=LOG_KEYS)
+        self._moves: dict[tuple[str, ...], Prepared] = {}
 
     def load(
         self, conn: Connection, record_id: uuid.UUID, *, lock: bool = False
@@ -88,7 +146,7 @@ class Repository:
             "version": version + 1,
             **changes,
         }
-        return conn.execute(self._move(tuple(sorted(changes))), params).rowcount == 1
+        return int(self._move(tuple(sorted(changes))).execute(conn, params).rowcount) == 1
 
     def move_many(self, conn: Connection, moves: Sequence[Mapping[str, Any]]) -> bool:
         """`compare_and_set` for many records in one statement execution; ``moves`` hold the
@@ -108,13 +166,13 @@ class Repository:
             )
         moved = 0
         for columns, params in by_columns.items():
-            moved += conn.execute(self._move(columns), params).rowcount
+            moved += int(self._move(columns).execute(conn, params).rowcount)
         exact = conn.dialect.supports_sane_multi_rowcount
         return moved == len(moves) if exact else True
 
-    def _move(self, columns: tuple[str, ...]) -> sa.Update:
-        statement = self._moves.get(columns)
-        if statement is None:
+    def _move(self, columns: tuple[str, ...]) -> Prepared:
+        prepared = self._moves.get(columns)
+        if prepared is None:
             t = self.table
             statement = (
                 sa.update(t)
@@ -125,17 +183,17 @@ class Repository:
                 )
                 .values({name: sa.bindparam(name) for name in ("state", "version", *columns)})
             )
-            self._moves[columns] = statement
-        return statement
+            prepared = self._moves[columns] = Prepared(statement)
+        return prepared
 
     def append(self, conn: Connection, entry: Mapping[str, Any]) -> None:
         """Append a history row; the database writes its outbox row (migration 0005)."""
-        conn.execute(self._append, dict(entry))
+        self._append.execute(conn, entry)
 
     def append_many(self, conn: Connection, entries: Sequence[Mapping[str, Any]]) -> None:
         """Append history rows in one insert, however many (and so their outbox rows)."""
         if entries:
-            conn.execute(self._append, [dict(e) for e in entries])
+            self._append.execute(conn, entries)
 
     def history(self, conn: Connection, record_id: uuid.UUID) -> Sequence[RowMapping]:
         log = self.log

@@ -67,7 +67,17 @@ def _sqlite_begin(conn: Connection) -> None:
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
         pooled.info[_READY] = True
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+    # Straight to the driver: this runs before every transaction, and needs no parameters.
+    dbapi_connection = pooled.dbapi_connection
+    assert dbapi_connection is not None
+    statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN"
+    try:
+        dbapi_connection.execute(statement)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        # As SQLAlchemy would have wrapped it, so a busy database still reads as one.
+        raise sa.exc.DBAPIError.instance(
+            statement, None, exc, conn.dialect.loaded_dbapi.Error
+        ) from exc
 
 
 ConflictMap = Mapping[str, Callable[[], Exception]]
