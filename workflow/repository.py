@@ -28,6 +28,7 @@ from models.tables import (
     OutboxEvent,
     TransitionLog,
 )
+from workflow.chain import CHAINED_FIELDS
 
 
 class Prepared:
@@ -71,20 +72,7 @@ class Prepared:
         return conn.exec_driver_sql(sql, [convert(p) for p in params])
 
 
-LOG_KEYS = (
-    "machine",
-    "record_id",
-    "seq",
-    "event",
-    "from_state",
-    "to_state",
-    "actor_id",
-    "actor_role",
-    "actor_unit",
-    "at",
-    "details",
-    "hash",
-)
+LOG_KEYS = (*CHAINED_FIELDS, "hash")
 """The columns of a history row the engine writes (all but the surrogate id)."""
 
 

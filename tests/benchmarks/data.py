@@ -19,6 +19,7 @@ from typing import Any
 
 from models.citizen_id import check_character
 from workflow.chain import entry_hash
+from workflow.repository import LOG_KEYS
 
 from .common import Database
 
@@ -74,20 +75,7 @@ APP_COLUMNS = (
     "old_card_returned",
     "chain_head",
 )
-LOG_COLUMNS = (
-    "machine",
-    "record_id",
-    "seq",
-    "event",
-    "from_state",
-    "to_state",
-    "actor_id",
-    "actor_role",
-    "actor_unit",
-    "at",
-    "details",
-    "hash",
-)
+LOG_COLUMNS = LOG_KEYS
 STEP_COLUMNS = (
     "seq",
     "id",
