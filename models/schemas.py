@@ -5,7 +5,6 @@ from __future__ import annotations
 import unicodedata
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
@@ -293,10 +292,3 @@ class Explanation(_Frozen):
     def possible(self) -> list[str]:
         """The events the actor can fire now (subject to their conditions)."""
         return [option.event for option in self.events if option.possible]
-
-
-def utc(value: datetime) -> datetime:
-    """The same instant with ``tzinfo=UTC``; a naive value is refused."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("must be a timezone-aware datetime")
-    return value.astimezone(UTC)
