@@ -14,7 +14,7 @@ from typing import Any
 import workflow as wf
 
 from . import data
-from .common import Database, summary
+from .common import Database, record_round, summary
 from .single import Applications, Floor, actor
 
 CHUNK = 1000
@@ -82,18 +82,8 @@ def bench_bulk(
                 assert done == per_round, (who, done)
             if number < warmup:
                 continue
-            results.append(
-                {
-                    "library_tps": per_round / timings["library"],
-                    "floor_tps": per_round / timings["floor"],
-                    "ratio": timings["library"] / timings["floor"],
-                    "first": order[0],
-                }
-            )
-            r = results[-1]
-            log(
-                f"  round {len(results)}/{rounds}: fire_many {r['library_tps']:,.0f}/s, "
-                f"floor {r['floor_tps']:,.0f}/s, ratio {r['ratio']:.2f}"
+            record_round(
+                results, timings, per_round, order[0], rounds=rounds, label="fire_many", log=log
             )
         report = flow.verify()
         if not report.ok:

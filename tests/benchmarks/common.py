@@ -182,6 +182,32 @@ class Databases:
                 admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
 
+def record_round(
+    results: list[dict[str, Any]],
+    timings: dict[str, float],
+    per_round: int,
+    first: str,
+    *,
+    rounds: int,
+    label: str,
+    log: Any,
+) -> None:
+    """Append one round's library/floor rates and ratio, and log them."""
+    results.append(
+        {
+            "library_tps": per_round / timings["library"],
+            "floor_tps": per_round / timings["floor"],
+            "ratio": timings["library"] / timings["floor"],
+            "first": first,
+        }
+    )
+    r = results[-1]
+    log(
+        f"  round {len(results)}/{rounds}: {label} {r['library_tps']:,.0f}/s, "
+        f"floor {r['floor_tps']:,.0f}/s, ratio {r['ratio']:.2f}"
+    )
+
+
 def summary(values: Sequence[float]) -> dict[str, float]:
     """Median, minimum and maximum."""
     return {

@@ -20,7 +20,7 @@ from typing import Any
 import workflow as wf
 
 from . import data
-from .common import Database, summary
+from .common import Database, record_round, summary
 
 ACTORS = {
     "transmit": data.CLERK,
@@ -187,18 +187,8 @@ def bench_single(
                 assert done == per_round
             if number < warmup:
                 continue
-            results.append(
-                {
-                    "library_tps": per_round / timings["library"],
-                    "floor_tps": per_round / timings["floor"],
-                    "ratio": timings["library"] / timings["floor"],
-                    "first": order[0],
-                }
-            )
-            r = results[-1]
-            log(
-                f"  round {len(results)}/{rounds}: library {r['library_tps']:,.0f}/s, "
-                f"floor {r['floor_tps']:,.0f}/s, ratio {r['ratio']:.2f}"
+            record_round(
+                results, timings, per_round, order[0], rounds=rounds, label="library", log=log
             )
         statements = count_statements(engine, flow, source)
         report = flow.verify()
