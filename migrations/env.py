@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection, Engine
 
-from models import Base
+from workflow.models import Base
 from workflow.store import create_engine, prepare_engine
 
 config = context.config

@@ -1,6 +1,6 @@
 """Tables and schemas of idcard-workflow."""
 
-from models.tables import (
+from workflow.models.tables import (
     AllowedTransition,
     Application,
     Base,

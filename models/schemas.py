@@ -18,8 +18,8 @@ from pydantic import (
     model_validator,
 )
 
-from models.citizen_id import mask_citizen_id, normalize_citizen_id
-from models.enums import (
+from workflow.models.citizen_id import mask_citizen_id, normalize_citizen_id
+from workflow.models.enums import (
     NATIONAL_FEE,
     RENEWALS,
     UNIT_DIGITS,

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from models.enums import (
+from workflow.models.enums import (
     FeeWaiver,
     FoundCardState,
     Kind,

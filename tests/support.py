@@ -14,8 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 
 import workflow as wf
-from models.citizen_id import check_character
-from models.enums import NATIONAL_FEE, Document, Kind, Role
+from workflow.models.citizen_id import check_character
+from workflow.models.enums import NATIONAL_FEE, Document, Kind, Role
 
 POSTGRES_URL_VARIABLE = "IDCARD_TEST_DATABASE_URL"
 ACCEPTANCE = "440305"  # Nanshan District, Shenzhen

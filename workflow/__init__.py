@@ -3,32 +3,6 @@
 The public API; see ``docs/embedding.md``.
 """
 
-from models import Base
-from models.enums import (
-    Document,
-    FeeWaiver,
-    FoundCardState,
-    Kind,
-    LossReportState,
-    RejectionGround,
-    Role,
-    State,
-)
-from models.schemas import (
-    Actor,
-    ApplicationView,
-    BulkRefusal,
-    BulkReport,
-    Condition,
-    EventOption,
-    Explanation,
-    FoundCardView,
-    LossReportView,
-    PendingEvent,
-    Reason,
-    SubmitApplication,
-    TransitionRecord,
-)
 from workflow.db import current_revision, downgrade, head_revision, upgrade
 from workflow.errors import (
     ConcurrentUpdate,
@@ -47,6 +21,32 @@ from workflow.errors import (
 from workflow.found_card import FOUND_CARD, FoundCardMachine
 from workflow.loss_report import LOSS_REPORT, LossReportMachine
 from workflow.machine import APPLICATION, ApplicationMachine
+from workflow.models import Base
+from workflow.models.enums import (
+    Document,
+    FeeWaiver,
+    FoundCardState,
+    Kind,
+    LossReportState,
+    RejectionGround,
+    Role,
+    State,
+)
+from workflow.models.schemas import (
+    Actor,
+    ApplicationView,
+    BulkRefusal,
+    BulkReport,
+    Condition,
+    EventOption,
+    Explanation,
+    FoundCardView,
+    LossReportView,
+    PendingEvent,
+    Reason,
+    SubmitApplication,
+    TransitionRecord,
+)
 from workflow.service import MACHINES, Workflow
 from workflow.store import create_engine
 from workflow.verification import BrokenRecord, VerificationReport

@@ -35,10 +35,10 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 import workflow as wf
-from models.citizen_id import mask_citizen_id
 from workflow import demo as demo_module
 from workflow import diagrams
 from workflow.definition import Definition
+from workflow.models.citizen_id import mask_citizen_id
 
 PROG = "idcard-workflow"
 DB_VARIABLE = "IDCARD_WORKFLOW_DB"

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def alembic_config(bind: Engine | None = None) -> Config:
     """An Alembic `Config` for the shipped migrations, built in code with an absolute path."""
     config = Config()
-    config.set_main_option("script_location", str(files("migrations")))
+    config.set_main_option("script_location", str(files("workflow.migrations")))
     if bind is not None:
         config.attributes["connection"] = bind
     return config

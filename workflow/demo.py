@@ -53,9 +53,9 @@ from rich.progress import (
 from rich.table import Table
 
 import workflow as wf
-from models.citizen_id import check_character, mask_citizen_id
-from models.enums import NATIONAL_FEE, RENEWALS
-from models.tables import Application, FoundCard, LossReport, TransitionLog
+from workflow.models.citizen_id import check_character, mask_citizen_id
+from workflow.models.enums import NATIONAL_FEE, RENEWALS
+from workflow.models.tables import Application, FoundCard, LossReport, TransitionLog
 
 CST = timezone(timedelta(hours=8), "CST")
 """China Standard Time: the acceptance points' office hours are local time."""

@@ -21,16 +21,6 @@ from pydantic import BaseModel, Strict, StringConstraints, TypeAdapter
 from pydantic_core import to_jsonable_python
 from sqlalchemy.engine import Connection
 
-from models.schemas import (
-    HIDDEN,
-    Actor,
-    BulkRefusal,
-    Condition,
-    EventOption,
-    Explanation,
-    Reason,
-    TransitionRecord,
-)
 from workflow.chain import entry_hash
 from workflow.definition import Columns, Definition
 from workflow.errors import (
@@ -41,6 +31,16 @@ from workflow.errors import (
     IllegalTransition,
     NotFound,
     WorkflowError,
+)
+from workflow.models.schemas import (
+    HIDDEN,
+    Actor,
+    BulkRefusal,
+    Condition,
+    EventOption,
+    Explanation,
+    Reason,
+    TransitionRecord,
 )
 from workflow.repository import Repository, RequestRepository
 from workflow.store import ConflictMap, Store

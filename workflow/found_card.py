@@ -14,11 +14,11 @@ from typing import Any, ClassVar
 
 from statemachine import State
 
-from models.enums import FoundCardState as S
-from models.enums import Role
-from models.schemas import NoPayload, ReturnPayload
 from workflow.definition import Definition, EventRule, Guard, Permission, ProcessMachine
 from workflow.loss_report import ANY_ACCEPTANCE_CLERK, end_now
+from workflow.models.enums import FoundCardState as S
+from workflow.models.enums import Role
+from workflow.models.schemas import NoPayload, ReturnPayload
 
 CLERK_OF_HOLDING_OFFICE = Permission(
     Role.ACCEPTANCE_CLERK,

@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 
 from statemachine import State
 
-from models.enums import LossReportState as S
-from models.enums import Role
-from models.schemas import NoPayload, WithdrawPayload
 from workflow.definition import Definition, EventRule, Guard, Permission, ProcessMachine
+from workflow.models.enums import LossReportState as S
+from workflow.models.enums import Role
+from workflow.models.schemas import NoPayload, WithdrawPayload
 
 ANY_ACCEPTANCE_CLERK = Permission(
     Role.ACCEPTANCE_CLERK,

@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 
 from statemachine import State
 
-from models.enums import RENEWALS, RejectionGround, Role
-from models.enums import State as S
-from models.schemas import CollectPayload, NoPayload, RejectPayload
 from workflow.definition import Definition, EventRule, Guard, Permission, ProcessMachine
+from workflow.models.enums import RENEWALS, RejectionGround, Role
+from workflow.models.enums import State as S
+from workflow.models.schemas import CollectPayload, NoPayload, RejectPayload
 
 ISSUE_WITHIN = timedelta(days=60)
 """The card must be issued within 60 days of the registration form being submitted."""

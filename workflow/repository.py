@@ -14,8 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from models.enums import Kind, LossReportState, State
-from models.tables import (
+from workflow.chain import CHAINED_FIELDS
+from workflow.models.enums import Kind, LossReportState, State
+from workflow.models.tables import (
     ACTIVE_LOSS_CONDITION,
     AWAITING_CARD_CONDITION,
     AWAITING_REVIEW_CONDITION,
@@ -28,7 +29,6 @@ from models.tables import (
     OutboxEvent,
     TransitionLog,
 )
-from workflow.chain import CHAINED_FIELDS
 
 
 class Prepared:

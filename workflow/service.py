@@ -18,24 +18,6 @@ from typing import Annotated, Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from sqlalchemy.engine import Connection
 
-from models.citizen_id import mask_citizen_id
-from models.enums import Kind, RejectionGround
-from models.schemas import (
-    HIDDEN,
-    ApplicationView,
-    BulkRefusal,
-    BulkReport,
-    CitizenId,
-    Explanation,
-    FoundCardView,
-    LossReportView,
-    NoPayload,
-    PendingEvent,
-    ReturnPayload,
-    SubmitApplication,
-    TransitionRecord,
-    WithdrawPayload,
-)
 from workflow.db import require_head
 from workflow.definition import Definition
 from workflow.engine import (
@@ -53,6 +35,24 @@ from workflow.errors import DuplicateApplication, DuplicateLossReport, NotFound
 from workflow.found_card import FOUND_CARD
 from workflow.loss_report import LOSS_REPORT
 from workflow.machine import APPLICATION, ISSUE_WITHIN
+from workflow.models.citizen_id import mask_citizen_id
+from workflow.models.enums import Kind, RejectionGround
+from workflow.models.schemas import (
+    HIDDEN,
+    ApplicationView,
+    BulkRefusal,
+    BulkReport,
+    CitizenId,
+    Explanation,
+    FoundCardView,
+    LossReportView,
+    NoPayload,
+    PendingEvent,
+    ReturnPayload,
+    SubmitApplication,
+    TransitionRecord,
+    WithdrawPayload,
+)
 from workflow.repository import (
     ApplicationRepository,
     FoundCardRepository,

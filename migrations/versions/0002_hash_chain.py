@@ -68,7 +68,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("chain_head", sa.String(64), nullable=True))
 
     conn = op.get_bind()
-    heads: dict[object, str] = {}
+    heads: dict[tuple[str, object], str] = {}
     rows = (
         conn.execute(sa.select(log).order_by(log.c.machine, log.c.record_id, log.c.seq))
         .mappings()

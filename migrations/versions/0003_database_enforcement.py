@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from migrations import enforcement
+from workflow.migrations import enforcement
 
 revision: str = "0003"
 down_revision: str | None = "0002"

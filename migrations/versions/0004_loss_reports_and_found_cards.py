@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from migrations import enforcement
+from workflow.migrations import enforcement
 
 revision: str = "0004"
 down_revision: str | None = "0003"

@@ -10,7 +10,7 @@ leave an event out, and a command makes one statement fewer.
 
 from collections.abc import Sequence
 
-from migrations import enforcement
+from workflow.migrations import enforcement
 
 revision: str = "0005"
 down_revision: str | None = "0004"

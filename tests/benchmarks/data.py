@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from models.citizen_id import check_character
 from workflow.chain import entry_hash
+from workflow.models.citizen_id import check_character
 from workflow.repository import LOG_KEYS
 
 from .common import Database

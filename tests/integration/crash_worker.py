@@ -29,9 +29,9 @@ from typing import Any
 import sqlalchemy as sa
 
 import workflow as wf
-from models.citizen_id import check_character
-from models.enums import NATIONAL_FEE, Kind
 from tests.support import ACCEPTANCE, DOCUMENTS, HUKOU, actor_for, clerk, good_payload
+from workflow.models.citizen_id import check_character
+from workflow.models.enums import NATIONAL_FEE, Kind
 
 NUMBERS_PER_SEED = 100_000
 """Citizen numbers each seed may use; seeds below 200 keep every birth date before 1996."""

@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 import workflow as wf
-from models.enums import Kind
 from tests.support import OTHER_COUNTY, Clock, actor_for, clerk, drive, form, producer
+from workflow.models.enums import Kind
 
 
 def comparable(history: list[wf.TransitionRecord]) -> list[tuple[object, ...]]:

@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 import workflow as wf
-from models.enums import Kind
-from models.tables import Application, TransitionLog
 from tests.support import drive
+from workflow.models.enums import Kind
+from workflow.models.tables import Application, TransitionLog
 
 FULL_CITIZEN_NUMBER = re.compile(r"[0-9]{17}[0-9X]")
 DB_VARIABLE = "IDCARD_WORKFLOW_DB"

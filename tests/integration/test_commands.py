@@ -10,7 +10,6 @@ import pytest
 from pydantic import ValidationError
 
 import workflow as wf
-from models.enums import Kind, RejectionGround
 from tests.support import (
     ACCEPTANCE,
     HUKOU,
@@ -25,6 +24,7 @@ from tests.support import (
     producer,
     reviewer,
 )
+from workflow.models.enums import Kind, RejectionGround
 
 
 def snapshot(

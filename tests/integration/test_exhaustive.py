@@ -20,10 +20,10 @@ from typing import Any, ClassVar
 import pytest
 
 import workflow as wf
-from models.enums import UNIT_DIGITS
 from tests.support import ACCEPTANCE, OTHER_COUNTY, Clock, citizen_id, clerk, drive, form
 from workflow.definition import Permission, ProcessMachine
 from workflow.engine import Context, from_row
+from workflow.models.enums import UNIT_DIGITS
 
 ROLES: list[str] = [str(r) for r in wf.Role]
 FOREIGN_UNIT = {6: OTHER_COUNTY, 2: OTHER_COUNTY[:2]}

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 import workflow as wf
-from models.enums import Kind
 from tests.support import clerk, drive, form, reviewer
+from workflow.models.enums import Kind
 
 
 def counts(db_url: str) -> dict[str, int]:

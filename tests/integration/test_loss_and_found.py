@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 import workflow as wf
-from models.enums import Kind
 from tests.support import OTHER_COUNTY, Clock, citizen_id, clerk, drive, form, reviewer
+from workflow.models.enums import Kind
 
 
 def test_a_loss_is_reported_by_any_clerk_anywhere(flow: wf.Workflow, clock: Clock) -> None:

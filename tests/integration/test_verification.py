@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 import workflow as wf
-from models.enums import Kind
 from tests.support import Clock, clerk, drive, producer, reviewer, tampering
+from workflow.models.enums import Kind
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,7 @@ def test_each_revision_goes_down_and_up_again(empty_db_url: str) -> None:
 
 def test_a_hosts_alembic_can_pass_a_connection_an_engine_or_a_url(empty_db_url: str) -> None:
     config = Config()
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("script_location", str(files("workflow.migrations")))
     engine = wf.create_engine(empty_db_url)
     with engine.begin() as conn:
         config.attributes["connection"] = conn
@@ -87,7 +88,7 @@ def test_a_hosts_alembic_can_pass_a_connection_an_engine_or_a_url(empty_db_url: 
     assert wf.current_revision(empty_db_url) is None
     engine.dispose()
     by_url = Config()
-    by_url.set_main_option("script_location", str(ROOT / "migrations"))
+    by_url.set_main_option("script_location", str(files("workflow.migrations")))
     by_url.set_main_option("sqlalchemy.url", empty_db_url)
     command.upgrade(by_url, "head")
     assert wf.current_revision(empty_db_url) == wf.head_revision()

@@ -43,7 +43,6 @@ from hypothesis import HealthCheck, Phase, event, given, note, settings
 from hypothesis import strategies as st
 
 import workflow as wf
-from models.citizen_id import normalize_citizen_id
 from tests.support import (
     ACCEPTANCE,
     HUKOU,
@@ -59,6 +58,7 @@ from tests.support import (
     producer,
     reviewer,
 )
+from workflow.models.citizen_id import normalize_citizen_id
 
 # -- the database under attack ----------------------------------------------------------------
 

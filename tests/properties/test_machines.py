@@ -37,9 +37,9 @@ from hypothesis.stateful import (
 )
 
 import workflow as wf
-from models.tables import OutboxEvent, TransitionLog
 from tests.support import Clock, Databases, citizen_id, drive, form
 from workflow.definition import Definition, Permission
+from workflow.models.tables import OutboxEvent, TransitionLog
 
 CLERK, REVIEWER, PRODUCER = (str(r) for r in wf.Role)
 ACCEPTANCE_REGIONS = ("440305", "440106", "310115")

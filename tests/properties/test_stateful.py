@@ -36,9 +36,9 @@ from hypothesis.stateful import (
 from sqlalchemy.pool import NullPool
 
 import workflow as wf
-from models.schemas import CollectPayload, NoPayload, RejectPayload
 from tests.support import Clock, Databases, citizen_id, form
 from workflow.machine import APPLICATION
+from workflow.models.schemas import CollectPayload, NoPayload, RejectPayload
 
 # -- the reference model's own tables (from docs: domain.md and api.md) -----------------------
 

@@ -33,9 +33,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import workflow as wf
-from models.tables import Application, FoundCard, LossReport, TransitionLog
 from tests.properties.test_machines import fresh_database, mostly, remove_database
 from tests.support import Clock, citizen_id, form
+from workflow.models.tables import Application, FoundCard, LossReport, TransitionLog
 
 CLERK, REVIEWER, PRODUCER = "acceptance_clerk", "hukou_reviewer", "card_producer"
 CITIZENS = tuple(citizen_id(n) for n in range(1, 4))

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import workflow as wf
-from models.citizen_id import check_character, mask_citizen_id, normalize_citizen_id
 from tests.support import form
+from workflow.models.citizen_id import check_character, mask_citizen_id, normalize_citizen_id
 
 STANDARD_EXAMPLE = "11010519491231002X"
 

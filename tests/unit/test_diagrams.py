@@ -16,7 +16,6 @@ import pytest
 from statemachine import State as SMState
 
 import workflow as wf
-from models.schemas import NoPayload
 from workflow import diagrams
 from workflow.definition import Definition, EventRule, Guard, Permission, ProcessMachine
 from workflow.diagrams import (
@@ -34,6 +33,7 @@ from workflow.diagrams import (
 from workflow.found_card import FOUND_CARD
 from workflow.loss_report import LOSS_REPORT
 from workflow.machine import APPLICATION
+from workflow.models.schemas import NoPayload
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

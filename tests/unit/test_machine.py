@@ -10,10 +10,10 @@ from statemachine import State as SMState
 from statemachine.exceptions import TransitionNotAllowed
 
 import workflow as wf
-from models.schemas import CollectPayload, NoPayload, RejectPayload
-from models.tables import AWAITING_CARD_STATES, CLOSED_STATES
 from workflow.definition import Definition, DefinitionError, EventRule, Permission, ProcessMachine
 from workflow.machine import APPLICATION, ApplicationMachine
+from workflow.models.schemas import CollectPayload, NoPayload, RejectPayload
+from workflow.models.tables import AWAITING_CARD_STATES, CLOSED_STATES
 
 EVENTS = ("transmit", "approve", "reject", "produce", "mark_ready", "collect")
 

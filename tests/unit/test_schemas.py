@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 import workflow as wf
-from models.enums import Document, FeeWaiver, Kind, Role
 from tests.support import citizen_id, form
+from workflow.models.enums import Document, FeeWaiver, Kind, Role
 
 
 def _error(**changes: object) -> str:
