@@ -116,7 +116,8 @@ class SchemaOutOfDate(WorkflowError):
         self.head = head
         super().__init__(
             f"the database is at revision {current or 'none (empty)'}, this library needs {head}; "
-            "run workflow.upgrade(<url or engine>) (or your Alembic pointed at migrations/) first"
+            "run workflow.upgrade(<url or engine>) (or `idcard-workflow db upgrade`, or your "
+            "Alembic pointed at the workflow.migrations package) first"
         )
 
 
@@ -130,3 +131,31 @@ class ConfigurationError(WorkflowError):
     """The library was set up wrongly (bind, clock); the message says how to fix it."""
 
     code = "configuration_error"
+
+
+class NoDatabase(ConfigurationError):
+    """The bind names a SQLite file that does not exist; nothing was created."""
+
+    code = "no_database"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"no database file at {path!r}: check the path, or create the database with "
+            "workflow.upgrade(<url>) (`idcard-workflow db upgrade`) first"
+        )
+
+
+class MigrationError(WorkflowError):
+    """A migration failed; the database was left at the revision it had before the command.
+
+    Carries ``revision`` (the revision being applied, when known) and ``cause`` (what the
+    database or Alembic reported, without statement parameters)."""
+
+    code = "migration_failed"
+
+    def __init__(self, revision: str | None, cause: str) -> None:
+        self.revision = revision
+        self.cause = cause
+        where = f"revision {revision}" if revision else "the migration"
+        super().__init__(f"{where} failed: {cause}; the database is unchanged")
