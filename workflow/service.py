@@ -39,6 +39,7 @@ from workflow.models.citizen_id import mask_citizen_id
 from workflow.models.enums import Kind, RejectionGround
 from workflow.models.schemas import (
     HIDDEN,
+    Actor,
     ApplicationView,
     BulkRefusal,
     BulkReport,
@@ -144,7 +145,7 @@ class Workflow:
     # -- applications -----------------------------------------------------------------------
 
     def submit(
-        self, cmd: SubmitApplication, *, actor: Any, request_id: str | None = None
+        self, cmd: SubmitApplication, *, actor: Actor, request_id: str | None = None
     ) -> ApplicationView:
         """Accept an application at the acceptance point: (new) → submitted.
 
@@ -188,13 +189,13 @@ class Workflow:
         return _view(row)
 
     def transmit(
-        self, app_id: uuid.UUID, *, actor: Any, request_id: str | None = None
+        self, app_id: uuid.UUID, *, actor: Actor, request_id: str | None = None
     ) -> ApplicationView:
         """Send the application to the household-registration county: submitted → transmitted."""
         return self.fire(app_id, "transmit", actor=actor, request_id=request_id)
 
     def approve(
-        self, app_id: uuid.UUID, *, actor: Any, request_id: str | None = None
+        self, app_id: uuid.UUID, *, actor: Actor, request_id: str | None = None
     ) -> ApplicationView:
         """The household-registration county signs off: transmitted → approved."""
         return self.fire(app_id, "approve", actor=actor, request_id=request_id)
@@ -203,7 +204,7 @@ class Workflow:
         self,
         app_id: uuid.UUID,
         *,
-        actor: Any,
+        actor: Actor,
         ground: RejectionGround | str,
         note: str = "",
         request_id: str | None = None,
@@ -214,13 +215,13 @@ class Workflow:
         )
 
     def produce(
-        self, app_id: uuid.UUID, *, actor: Any, request_id: str | None = None
+        self, app_id: uuid.UUID, *, actor: Actor, request_id: str | None = None
     ) -> ApplicationView:
         """The card is produced and checked: approved → produced."""
         return self.fire(app_id, "produce", actor=actor, request_id=request_id)
 
     def mark_ready(
-        self, app_id: uuid.UUID, *, actor: Any, request_id: str | None = None
+        self, app_id: uuid.UUID, *, actor: Actor, request_id: str | None = None
     ) -> ApplicationView:
         """The card is at the acceptance point and verified: produced → ready."""
         return self.fire(app_id, "mark_ready", actor=actor, request_id=request_id)
@@ -229,7 +230,7 @@ class Workflow:
         self,
         app_id: uuid.UUID,
         *,
-        actor: Any,
+        actor: Actor,
         receipt_no: str,
         old_card_returned: bool = False,
         request_id: str | None = None,
@@ -253,7 +254,7 @@ class Workflow:
         app_id: uuid.UUID,
         event: str,
         *,
-        actor: Any,
+        actor: Actor,
         request_id: str | None = None,
         **payload: Any,
     ) -> ApplicationView:
@@ -282,7 +283,7 @@ class Workflow:
         app_ids: Iterable[uuid.UUID],
         event: str,
         *,
-        actor: Any,
+        actor: Actor,
         chunk_size: int = 1000,
         **payload: Any,
     ) -> BulkReport:
@@ -312,7 +313,7 @@ class Workflow:
             refused.extend(not_moved)
         return BulkReport(event=shown(event), succeeded=succeeded, refused=refused)
 
-    def _close_loss_report(self, conn: Connection, citizen_id: str, actor: Any) -> None:
+    def _close_loss_report(self, conn: Connection, citizen_id: str, actor: Actor) -> None:
         report = self._loss_reports.active_for(conn, citizen_id)
         if report is None:
             return
@@ -330,7 +331,7 @@ class Workflow:
     # -- loss reports -----------------------------------------------------------------------
 
     def report_loss(
-        self, citizen_id: str, *, actor: Any, request_id: str | None = None
+        self, citizen_id: str, *, actor: Actor, request_id: str | None = None
     ) -> LossReportView:
         """Record that the citizen's card was lost; any acceptance clerk, anywhere.
 
@@ -367,7 +368,7 @@ class Workflow:
         self,
         report_id: uuid.UUID,
         *,
-        actor: Any,
+        actor: Actor,
         card_presented: bool,
         request_id: str | None = None,
     ) -> LossReportView:
@@ -394,7 +395,7 @@ class Workflow:
     # -- found cards ------------------------------------------------------------------------
 
     def register_found_card(
-        self, citizen_id: str, *, actor: Any, request_id: str | None = None
+        self, citizen_id: str, *, actor: Actor, request_id: str | None = None
     ) -> FoundCardView:
         """A found card is handed in; the clerk's office holds it: (new) → held."""
         citizen = _CITIZEN.validate_python(citizen_id)
@@ -418,7 +419,7 @@ class Workflow:
         self,
         card_id: uuid.UUID,
         *,
-        actor: Any,
+        actor: Actor,
         identity_checked: bool,
         request_id: str | None = None,
     ) -> FoundCardView:
@@ -458,7 +459,7 @@ class Workflow:
         return from_row(FoundCardView, self._executor.execute(request, work))
 
     def destroy_found_card(
-        self, card_id: uuid.UUID, *, actor: Any, request_id: str | None = None
+        self, card_id: uuid.UUID, *, actor: Actor, request_id: str | None = None
     ) -> FoundCardView:
         """Destroy a found card whose owner applied for or received a replacement, and record
         the destruction: held → destroyed."""
@@ -506,7 +507,7 @@ class Workflow:
                 continue
         raise NotFound(record_id, machine="record")
 
-    def explain(self, app_id: uuid.UUID, actor: Any) -> Explanation:
+    def explain(self, app_id: uuid.UUID, actor: Actor) -> Explanation:
         """The events ``actor`` could fire on the application now and, for each one it can't,
         every reason (role, unit, state); each event's guards are listed as conditions."""
         return self._runner.explain(app_id, actor)
