@@ -3,6 +3,7 @@
 The public API; see ``docs/embedding.md``.
 """
 
+from workflow.aio import AsyncWorkflow
 from workflow.db import current_revision, downgrade, head_revision, upgrade
 from workflow.errors import (
     ConcurrentUpdate,
@@ -61,6 +62,7 @@ __all__ = [
     "Actor",
     "ApplicationMachine",
     "ApplicationView",
+    "AsyncWorkflow",
     "Base",
     "BrokenRecord",
     "BulkRefusal",
