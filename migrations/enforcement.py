@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from alembic import op
 
+from workflow.migrations.naming import name
+
 PREFIX = "idcard-workflow: "
 APPEND_ONLY = PREFIX + "the transition log is append-only"
-FROZEN_TABLE = PREFIX + "allowed_transitions is changed by migrations only"
+
+
+def _frozen_table() -> str:
+    return PREFIX + f"{name('allowed_transitions')} is changed by migrations only"
 
 
 def _sqlite() -> bool:
@@ -24,15 +29,16 @@ def install_functions() -> None:
         return
     op.execute(
         """
-        CREATE FUNCTION idcard_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE OR REPLACE FUNCTION idcard_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             RAISE EXCEPTION USING ERRCODE = '23000', MESSAGE = TG_ARGV[0];
         END $$
         """
     )
+    allowed = name("allowed_transitions")
     op.execute(
         f"""
-        CREATE FUNCTION idcard_guard_record() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE OR REPLACE FUNCTION idcard_guard_record() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             IF TG_OP = 'INSERT' THEN
                 IF NEW.state IS DISTINCT FROM TG_ARGV[1] OR NEW.version IS DISTINCT FROM 1 THEN
@@ -43,7 +49,7 @@ def install_functions() -> None:
             ELSIF NEW.id IS DISTINCT FROM OLD.id
                 OR NEW.version IS DISTINCT FROM OLD.version + 1
                 OR NOT EXISTS (
-                    SELECT 1 FROM allowed_transitions a
+                    SELECT 1 FROM {allowed} a
                     WHERE a.machine = TG_ARGV[0]
                       AND a.from_state = OLD.state AND a.to_state = NEW.state) THEN
                 RAISE EXCEPTION USING ERRCODE = '23000', MESSAGE = format(
@@ -66,76 +72,77 @@ def drop_functions() -> None:
 
 def guard_log() -> None:
     """The transition log: append-only, and each row an allowed transition."""
+    log, allowed = name("transition_log"), name("allowed_transitions")
     if _sqlite():
         for action in ("UPDATE", "DELETE"):
             op.execute(
-                f"CREATE TRIGGER transition_log_no_{action.lower()} BEFORE {action} "
-                f"ON transition_log BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END"
+                f"CREATE TRIGGER {log}_no_{action.lower()} BEFORE {action} "
+                f"ON {log} BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END"
             )
         # SQLite enforces the foreign key only where PRAGMA foreign_keys is on: check here too.
         op.execute(
-            "CREATE TRIGGER transition_log_allowed BEFORE INSERT ON transition_log "
+            f"CREATE TRIGGER {log}_allowed BEFORE INSERT ON {log} "
             "WHEN NEW.from_state IS NOT NULL AND NOT EXISTS ("
-            "SELECT 1 FROM allowed_transitions a WHERE a.machine = NEW.machine "
+            f"SELECT 1 FROM {allowed} a WHERE a.machine = NEW.machine "
             "AND a.event = NEW.event AND a.from_state = NEW.from_state "
             "AND a.to_state = NEW.to_state) "
             f"BEGIN SELECT RAISE(ABORT, '{PREFIX}not an allowed transition'); END"
         )
         return
     op.execute(
-        "CREATE TRIGGER transition_log_append_only BEFORE UPDATE OR DELETE ON transition_log "
+        f"CREATE TRIGGER {log}_append_only BEFORE UPDATE OR DELETE ON {log} "
         f"FOR EACH ROW EXECUTE FUNCTION idcard_refuse('{APPEND_ONLY}')"
     )
     op.execute(
-        "CREATE TRIGGER transition_log_no_truncate BEFORE TRUNCATE ON transition_log "
+        f"CREATE TRIGGER {log}_no_truncate BEFORE TRUNCATE ON {log} "
         f"FOR EACH STATEMENT EXECUTE FUNCTION idcard_refuse('{APPEND_ONLY}')"
     )
 
 
 def unguard_log() -> None:
+    log = name("transition_log")
     if _sqlite():
-        for name in (
-            "transition_log_no_update",
-            "transition_log_no_delete",
-            "transition_log_allowed",
-        ):
-            op.execute(f"DROP TRIGGER {name}")
+        for trigger in ("no_update", "no_delete", "allowed"):
+            op.execute(f"DROP TRIGGER {log}_{trigger}")
         return
-    op.execute("DROP TRIGGER transition_log_no_truncate ON transition_log")
-    op.execute("DROP TRIGGER transition_log_append_only ON transition_log")
+    op.execute(f"DROP TRIGGER {log}_no_truncate ON {log}")
+    op.execute(f"DROP TRIGGER {log}_append_only ON {log}")
 
 
 def freeze_allowed_transitions() -> None:
     """Refuse every change to allowed_transitions (a revision unfreezes it to add rows)."""
+    allowed, message = name("allowed_transitions"), _frozen_table()
     if _sqlite():
         for action in ("INSERT", "UPDATE", "DELETE"):
             op.execute(
-                f"CREATE TRIGGER allowed_transitions_no_{action.lower()} BEFORE {action} "
-                f"ON allowed_transitions BEGIN SELECT RAISE(ABORT, '{FROZEN_TABLE}'); END"
+                f"CREATE TRIGGER {allowed}_no_{action.lower()} BEFORE {action} "
+                f"ON {allowed} BEGIN SELECT RAISE(ABORT, '{message}'); END"
             )
         return
     op.execute(
-        "CREATE TRIGGER allowed_transitions_frozen BEFORE INSERT OR UPDATE OR DELETE "
-        f"ON allowed_transitions FOR EACH ROW EXECUTE FUNCTION idcard_refuse('{FROZEN_TABLE}')"
+        f"CREATE TRIGGER {allowed}_frozen BEFORE INSERT OR UPDATE OR DELETE "
+        f"ON {allowed} FOR EACH ROW EXECUTE FUNCTION idcard_refuse('{message}')"
     )
     op.execute(
-        "CREATE TRIGGER allowed_transitions_no_truncate BEFORE TRUNCATE ON allowed_transitions "
-        f"FOR EACH STATEMENT EXECUTE FUNCTION idcard_refuse('{FROZEN_TABLE}')"
+        f"CREATE TRIGGER {allowed}_no_truncate BEFORE TRUNCATE ON {allowed} "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION idcard_refuse('{message}')"
     )
 
 
 def unfreeze_allowed_transitions() -> None:
+    allowed = name("allowed_transitions")
     if _sqlite():
         for action in ("insert", "update", "delete"):
-            op.execute(f"DROP TRIGGER allowed_transitions_no_{action}")
+            op.execute(f"DROP TRIGGER {allowed}_no_{action}")
         return
-    op.execute("DROP TRIGGER allowed_transitions_no_truncate ON allowed_transitions")
-    op.execute("DROP TRIGGER allowed_transitions_frozen ON allowed_transitions")
+    op.execute(f"DROP TRIGGER {allowed}_no_truncate ON {allowed}")
+    op.execute(f"DROP TRIGGER {allowed}_frozen ON {allowed}")
 
 
 def guard_records(table: str, machine: str, initial: str) -> None:
-    """A state table: records start in ``initial`` at version 1 and change only by an allowed
-    transition that bumps the version by one."""
+    """A state table (its unprefixed name): records start in ``initial`` at version 1 and
+    change only by an allowed transition that bumps the version by one."""
+    table, allowed = name(table), name("allowed_transitions")
     if _sqlite():
         op.execute(
             f"CREATE TRIGGER {table}_insert_guard BEFORE INSERT ON {table} "
@@ -146,7 +153,7 @@ def guard_records(table: str, machine: str, initial: str) -> None:
         op.execute(
             f"CREATE TRIGGER {table}_update_guard BEFORE UPDATE ON {table} "
             "WHEN NEW.id IS NOT OLD.id OR NEW.version IS NOT OLD.version + 1 OR NOT EXISTS ("
-            f"SELECT 1 FROM allowed_transitions a WHERE a.machine = '{machine}' "
+            f"SELECT 1 FROM {allowed} a WHERE a.machine = '{machine}' "
             "AND a.from_state = OLD.state AND a.to_state = NEW.state) "
             f"BEGIN SELECT RAISE(ABORT, '{PREFIX}a {machine} record changes only by an allowed "
             "transition that bumps its version by one'); END"
@@ -159,6 +166,7 @@ def guard_records(table: str, machine: str, initial: str) -> None:
 
 
 def unguard_records(table: str) -> None:
+    table = name(table)
     if _sqlite():
         op.execute(f"DROP TRIGGER {table}_update_guard")
         op.execute(f"DROP TRIGGER {table}_insert_guard")
@@ -168,33 +176,40 @@ def unguard_records(table: str) -> None:
 
 def publish_log() -> None:
     """Every history row writes its outbox row, whoever inserts it."""
+    log, outbox = name("transition_log"), name("outbox")
     if _sqlite():
         op.execute(
-            "CREATE TRIGGER transition_log_publish AFTER INSERT ON transition_log BEGIN "
-            "INSERT INTO outbox (machine, record_id, seq, event, state, at, acked_at) "
+            f"CREATE TRIGGER {log}_publish AFTER INSERT ON {log} BEGIN "
+            f"INSERT INTO {outbox} (machine, record_id, seq, event, state, at, acked_at) "
             "VALUES (NEW.machine, NEW.record_id, NEW.seq, NEW.event, NEW.to_state, NEW.at, NULL); "
             "END"
         )
         return
+    install_publish_function()
     op.execute(
-        """
-        CREATE FUNCTION idcard_publish() RETURNS trigger LANGUAGE plpgsql AS $$
+        f"CREATE TRIGGER {log}_publish AFTER INSERT ON {log} "
+        "FOR EACH ROW EXECUTE FUNCTION idcard_publish()"
+    )
+
+
+def install_publish_function() -> None:
+    """PostgreSQL's function behind the publishing trigger."""
+    op.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION idcard_publish() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            INSERT INTO outbox (machine, record_id, seq, event, state, at, acked_at)
+            INSERT INTO {name("outbox")} (machine, record_id, seq, event, state, at, acked_at)
             VALUES (NEW.machine, NEW.record_id, NEW.seq, NEW.event, NEW.to_state, NEW.at, NULL);
             RETURN NULL;
         END $$
         """
     )
-    op.execute(
-        "CREATE TRIGGER transition_log_publish AFTER INSERT ON transition_log "
-        "FOR EACH ROW EXECUTE FUNCTION idcard_publish()"
-    )
 
 
 def unpublish_log() -> None:
+    log = name("transition_log")
     if _sqlite():
-        op.execute("DROP TRIGGER transition_log_publish")
+        op.execute(f"DROP TRIGGER {log}_publish")
         return
-    op.execute("DROP TRIGGER transition_log_publish ON transition_log")
+    op.execute(f"DROP TRIGGER {log}_publish ON {log}")
     op.execute("DROP FUNCTION idcard_publish()")

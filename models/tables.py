@@ -24,12 +24,26 @@ from workflow.models.enums import (
     State,
 )
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
+TABLE_PREFIX = "idcard_"
+"""Every table, index, constraint, trigger, sequence and function the library creates starts
+with it, so the library can share a database with a host's own tables."""
+VERSION_TABLE = "idcard_alembic_version"
+"""The library's Alembic version table; a host's Alembic keeps ``alembic_version``."""
+
+
+def _unprefixed(constraint: object, table: sa.Table) -> str:
+    return table.name.removeprefix(TABLE_PREFIX)
+
+
+# Constraint names are the prefix, then what they were before the prefix (pk_applications
+# became idcard_pk_applications): revision 0006 renames older databases by the same rule.
+NAMING_CONVENTION: dict[str, Any] = {
+    "unprefixed_table": _unprefixed,
+    "ix": "idcard_ix_%(unprefixed_table)s_%(column_0_N_name)s",
+    "uq": "idcard_uq_%(unprefixed_table)s_%(column_0_N_name)s",
+    "ck": "idcard_ck_%(unprefixed_table)s_%(constraint_name)s",
+    "fk": "idcard_fk_%(unprefixed_table)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "idcard_pk_%(unprefixed_table)s",
 }
 
 CLOSED_STATES: tuple[State, ...] = (State.REJECTED, State.COLLECTED)
@@ -100,7 +114,7 @@ class StateRecord:
 class Application(StateRecord, Base):
     """One remote-acceptance application for a resident identity card."""
 
-    __tablename__ = "applications"
+    __tablename__ = "idcard_applications"
 
     kind: Mapped[str] = mapped_column(sa.String(20))
     citizen_id: Mapped[str] = mapped_column(sa.String(18))
@@ -132,23 +146,23 @@ class Application(StateRecord, Base):
         sa.UniqueConstraint("receipt_no"),
         # One open application per citizen: the database refuses a second one.
         sa.Index(
-            "uq_applications_open_citizen",
+            "idcard_uq_applications_open_citizen",
             "citizen_id",
             unique=True,
             sqlite_where=sa.text(OPEN_CONDITION),
             postgresql_where=sa.text(OPEN_CONDITION),
         ),
         # Found cards and loss reports look up a citizen's replacement applications.
-        sa.Index("ix_applications_citizen_id", "citizen_id"),
+        sa.Index("idcard_ix_applications_citizen_id", "citizen_id"),
         # The overdue queries read these partial indexes only: flat in table size.
         sa.Index(
-            "ix_applications_overdue",
+            "idcard_ix_applications_overdue",
             "due_at",
             sqlite_where=sa.text(AWAITING_CARD_CONDITION),
             postgresql_where=sa.text(AWAITING_CARD_CONDITION),
         ),
         sa.Index(
-            "ix_applications_overdue_review",
+            "idcard_ix_applications_overdue_review",
             "review_due_at",
             sqlite_where=sa.text(AWAITING_REVIEW_CONDITION),
             postgresql_where=sa.text(AWAITING_REVIEW_CONDITION),
@@ -159,7 +173,7 @@ class Application(StateRecord, Base):
 class LossReport(StateRecord, Base):
     """A report that a resident identity card was lost (挂失申报)."""
 
-    __tablename__ = "loss_reports"
+    __tablename__ = "idcard_loss_reports"
 
     citizen_id: Mapped[str] = mapped_column(sa.String(18))
     reported_unit: Mapped[str] = mapped_column(sa.String(6))
@@ -174,7 +188,7 @@ class LossReport(StateRecord, Base):
         sa.CheckConstraint("version >= 1", name="version"),
         # At most one active report per citizen: the database refuses a second one.
         sa.Index(
-            "uq_loss_reports_active_citizen",
+            "idcard_uq_loss_reports_active_citizen",
             "citizen_id",
             unique=True,
             sqlite_where=sa.text(ACTIVE_LOSS_CONDITION),
@@ -186,7 +200,7 @@ class LossReport(StateRecord, Base):
 class FoundCard(StateRecord, Base):
     """A resident identity card handed in as found (丢失招领)."""
 
-    __tablename__ = "found_cards"
+    __tablename__ = "idcard_found_cards"
 
     citizen_id: Mapped[str] = mapped_column(sa.String(18))
     held_unit: Mapped[str] = mapped_column(sa.String(6))
@@ -197,14 +211,14 @@ class FoundCard(StateRecord, Base):
     __table_args__ = (
         sa.CheckConstraint(_one_of("state", FoundCardState), name="state"),
         sa.CheckConstraint("version >= 1", name="version"),
-        sa.Index("ix_found_cards_citizen_id", "citizen_id"),
+        sa.Index("idcard_ix_found_cards_citizen_id", "citizen_id"),
     )
 
 
 class TransitionLog(Base):
     """One row per transition of any record of any machine; rows are only ever appended."""
 
-    __tablename__ = "transition_log"
+    __tablename__ = "idcard_transition_log"
 
     id: Mapped[int] = mapped_column(
         sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
@@ -234,12 +248,12 @@ class TransitionLog(Base):
         sa.ForeignKeyConstraint(
             ["machine", "event", "from_state", "to_state"],
             [
-                "allowed_transitions.machine",
-                "allowed_transitions.event",
-                "allowed_transitions.from_state",
-                "allowed_transitions.to_state",
+                "idcard_allowed_transitions.machine",
+                "idcard_allowed_transitions.event",
+                "idcard_allowed_transitions.from_state",
+                "idcard_allowed_transitions.to_state",
             ],
-            name="fk_transition_log_allowed_transitions",
+            name="idcard_fk_transition_log_allowed_transitions",
         ),
     )
 
@@ -251,7 +265,7 @@ class AllowedTransition(Base):
     them equal); triggers check every change of state and every history row against it.
     """
 
-    __tablename__ = "allowed_transitions"
+    __tablename__ = "idcard_allowed_transitions"
 
     machine: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     event: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
@@ -266,7 +280,7 @@ class CommandRequest(Base):
     command took effect; the primary key keeps two racing retries from both taking effect.
     """
 
-    __tablename__ = "command_requests"
+    __tablename__ = "idcard_command_requests"
 
     request_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
     machine: Mapped[str] = mapped_column(sa.String(32))
@@ -285,7 +299,7 @@ class OutboxEvent(Base):
     acknowledged.
     """
 
-    __tablename__ = "outbox"
+    __tablename__ = "idcard_outbox"
 
     id: Mapped[int] = mapped_column(
         sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
@@ -301,7 +315,7 @@ class OutboxEvent(Base):
     __table_args__ = (
         sa.UniqueConstraint("machine", "record_id", "seq"),
         sa.Index(
-            "ix_outbox_pending",
+            "idcard_ix_outbox_pending",
             "id",
             sqlite_where=sa.text(PENDING_CONDITION),
             postgresql_where=sa.text(PENDING_CONDITION),
@@ -325,5 +339,7 @@ __all__ = [
     "LossReport",
     "OutboxEvent",
     "TransitionLog",
+    "TABLE_PREFIX",
+    "VERSION_TABLE",
     "UTCDateTime",
 ]

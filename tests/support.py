@@ -126,7 +126,7 @@ class Databases:
             with engine.begin() as conn:
                 # The log's triggers refuse TRUNCATE; a superuser's replica role skips triggers.
                 conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
-                tables = sorted(set(wf.Base.metadata.tables) - {"allowed_transitions"})
+                tables = sorted(set(wf.Base.metadata.tables) - {"idcard_allowed_transitions"})
                 conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)}")
             engine.dispose()
             return self.postgres

@@ -4,7 +4,14 @@ The public API; see ``docs/embedding.md``.
 """
 
 from workflow.aio import AsyncWorkflow
-from workflow.db import current_revision, downgrade, head_revision, upgrade
+from workflow.db import (
+    current_revision,
+    downgrade,
+    head_revision,
+    include_name,
+    include_object,
+    upgrade,
+)
 from workflow.errors import (
     ConcurrentUpdate,
     ConfigurationError,
@@ -50,6 +57,7 @@ from workflow.models.schemas import (
     SubmitApplication,
     TransitionRecord,
 )
+from workflow.models.tables import TABLE_PREFIX, VERSION_TABLE
 from workflow.service import MACHINES, Workflow
 from workflow.store import create_engine
 from workflow.verification import BrokenRecord, VerificationReport
@@ -59,6 +67,8 @@ __all__ = [
     "FOUND_CARD",
     "LOSS_REPORT",
     "MACHINES",
+    "TABLE_PREFIX",
+    "VERSION_TABLE",
     "Actor",
     "ApplicationMachine",
     "ApplicationView",
@@ -106,5 +116,7 @@ __all__ = [
     "current_revision",
     "downgrade",
     "head_revision",
+    "include_name",
+    "include_object",
     "upgrade",
 ]

@@ -1,27 +1,32 @@
-"""Run the shipped Alembic migrations from code, and refuse a database that is behind."""
+"""Run the shipped Alembic migrations from code, refuse a database that is behind, and keep a
+host's Alembic from seeing the library's tables."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
 from importlib.resources import files
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import URL, Engine
+from alembic.util import CommandError
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
-from workflow.errors import SchemaOutOfDate
-from workflow.store import create_engine, prepare_engine
+from workflow.errors import MigrationError, SchemaOutOfDate, WorkflowError
+from workflow.migrations import naming
+from workflow.models.tables import TABLE_PREFIX, VERSION_TABLE
+from workflow.store import DatabaseFailure, create_engine
 
 if TYPE_CHECKING:
     from workflow.store import Store
 
 
-def alembic_config(bind: Engine | None = None) -> Config:
+def alembic_config(bind: Engine | Connection | None = None) -> Config:
     """An Alembic `Config` for the shipped migrations, built in code with an absolute path."""
     config = Config()
     config.set_main_option("script_location", str(files("workflow.migrations")))
@@ -38,10 +43,34 @@ def head_revision() -> str:
     return head
 
 
+def is_library_table(name: str | None) -> bool:
+    """Whether a table of this name is the library's (its tables and version table)."""
+    return (name or "").startswith(TABLE_PREFIX)
+
+
+def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:
+    """Alembic's ``include_name`` hook for a host: leaves the library's tables out of the
+    host's autogenerate and ``alembic check``, keeps everything else.
+
+    ``context.configure(..., include_name=workflow.include_name)`` in the host's ``env.py``.
+    """
+    return not (type_ == "table" and is_library_table(name))
+
+
+def include_object(
+    object: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic's ``include_object`` hook for a host, for hosts that filter objects rather
+    than names: leaves out the library's tables and everything on them."""
+    if type_ == "table":
+        return not is_library_table(name)
+    table = getattr(object, "table", None)
+    return not (table is not None and is_library_table(getattr(table, "name", None)))
+
+
 @contextmanager
 def _engine(bind: str | URL | Engine) -> Iterator[Engine]:
     if isinstance(bind, Engine):
-        prepare_engine(bind)
         yield bind
         return
     engine = create_engine(bind)
@@ -51,27 +80,75 @@ def _engine(bind: str | URL | Engine) -> Iterator[Engine]:
         engine.dispose()
 
 
-def upgrade(bind: str | URL | Engine, revision: str = "head") -> None:
-    """Migrate the database up to ``revision`` (default: the latest); works on an empty one."""
+def _current(conn: Connection) -> str | None:
+    current = MigrationContext.configure(
+        conn, opts={"version_table": VERSION_TABLE}
+    ).get_current_revision()
+    return current if current is not None else naming.legacy_revision(conn)
+
+
+def _migrate(bind: str | URL | Engine, direction: str, revision: str) -> None:
+    start: str | None = None
     with _engine(bind) as engine:
-        command.upgrade(alembic_config(engine), revision)
+        try:
+            with engine.connect() as conn:
+                start = _current(conn)
+                conn.rollback()
+            config = alembic_config(engine)
+            getattr(command, direction)(config, revision)
+        except WorkflowError:
+            raise
+        except (SQLAlchemyError, CommandError, ValueError, OSError) as exc:
+            if isinstance(exc, SQLAlchemyError):
+                cause = str(DatabaseFailure.of(exc))
+            else:
+                cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            failed = _failed_revision(direction, start, revision)
+            raise MigrationError(failed, cause) from exc
+
+
+def _failed_revision(direction: str, start: str | None, target: str) -> str | None:
+    """The first revision on the way from ``start`` to ``target``: the whole run is one
+    transaction, so that is where the database still is, and the failure is on the way."""
+    script = ScriptDirectory.from_config(alembic_config())
+    try:
+        if direction == "upgrade":
+            steps = list(script.iterate_revisions(target, start))
+            return steps[-1].revision if steps else None
+        return start
+    except CommandError:
+        return None
+
+
+def upgrade(bind: str | URL | Engine, revision: str = "head") -> None:
+    """Migrate the database up to ``revision`` (default: the latest); works on an empty one,
+    and on one a host's own Alembic manages too. The whole run is one transaction: on failure
+    `MigrationError` names the revision and the cause, and the database is as it was."""
+    _migrate(bind, "upgrade", revision)
 
 
 def downgrade(bind: str | URL | Engine, revision: str) -> None:
-    """Migrate the database down to ``revision`` (``"base"`` removes every table)."""
-    with _engine(bind) as engine:
-        command.downgrade(alembic_config(engine), revision)
+    """Migrate the database down to ``revision`` (``"base"`` removes every table of the
+    library's; a host's tables are never touched). One transaction, like `upgrade`."""
+    _migrate(bind, "downgrade", revision)
 
 
 def current_revision(bind: str | URL | Engine) -> str | None:
-    """The revision the database is at, or None for an empty database."""
-    with _engine(bind) as engine, engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+    """The revision the database is at, or None for a database without the library's tables.
+
+    A database made before the prefix reports the revision in its ``alembic_version`` row
+    until `upgrade` hands it over."""
+    with _engine(bind) as engine:
+        try:
+            with engine.connect() as conn:
+                return _current(conn)
+        except SQLAlchemyError as exc:
+            raise MigrationError(None, str(DatabaseFailure.of(exc))) from exc
 
 
 def require_head(store: Store) -> None:
     """Raise `SchemaOutOfDate` unless the store's database is at the latest revision."""
     with store.transaction(write=False) as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
+        current = _current(conn)
     if current != head_revision():
         raise SchemaOutOfDate(current, head_revision())

@@ -83,8 +83,8 @@ class _RequestTaken(Exception):
 
 
 _REQUEST_TAKEN: ConflictMap = {
-    "command_requests.request_id": _RequestTaken,
-    "pk_command_requests": _RequestTaken,
+    "idcard_command_requests.request_id": _RequestTaken,
+    "idcard_pk_command_requests": _RequestTaken,
 }
 
 _REQUEST_ID = TypeAdapter(

@@ -182,8 +182,8 @@ class Workflow:
             work,
             # A racing submission that passed the check above meets the partial unique index.
             conflicts={
-                "uq_applications_open_citizen": duplicate,
-                "applications.citizen_id": duplicate,
+                "idcard_uq_applications_open_citizen": duplicate,
+                "idcard_applications.citizen_id": duplicate,
             },
         )
         return _view(row)
@@ -358,8 +358,8 @@ class Workflow:
             request,
             work,
             conflicts={
-                "uq_loss_reports_active_citizen": duplicate,
-                "loss_reports.citizen_id": duplicate,
+                "idcard_uq_loss_reports_active_citizen": duplicate,
+                "idcard_loss_reports.citizen_id": duplicate,
             },
         )
         return from_row(LossReportView, row)

@@ -5,106 +5,213 @@ Generic: nothing here knows any particular table or machine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
-from workflow.errors import ConcurrentUpdate, ConfigurationError, StorageError
+from workflow.errors import ConcurrentUpdate, ConfigurationError, NoDatabase, StorageError
 
-Bind = str | URL | Engine | Session
-"""What the library runs on: a database URL, an `Engine`, or a caller's `Session`."""
+Bind = str | URL | Engine | Session | scoped_session[Session]
+"""What the library runs on: a database URL, an `Engine`, or a caller's `Session` (a
+`scoped_session`, such as Flask-SQLAlchemy's ``db.session``, is resolved at each command)."""
 
-_WRITE = "idcard_workflow_write"
-_READY = "idcard_workflow_sqlite_ready"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite command waits for another writer before it gives up."""
 
 # SQLSTATEs on which PostgreSQL asks the client to retry the transaction.
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 
+_SQLITE_SETTINGS = {
+    "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
+    "synchronous": 2,  # FULL: a command that returned survives a power cut
+    "foreign_keys": 1,
+}
+"""What the library's own SQLite transactions run with; set per connection on the library's own
+engines, and around each of its transactions (then put back) on an engine the host made."""
+
 
 def create_engine(url: str | URL, **kwargs: Any) -> Engine:
-    """A SQLAlchemy engine prepared for the library (see `prepare_engine`)."""
-    # Errors and logs then leave out the statements' parameters: they hold personal data.
+    """A SQLAlchemy engine set up for the library.
+
+    On SQLite every connection it opens runs in WAL mode with ``synchronous=FULL``, foreign
+    keys on and a 30 s busy timeout. Its transactions are the driver's own, as with any engine,
+    so a host may use it for its own sessions too. Errors and logs leave out the statements'
+    parameters: they hold personal data.
+    """
     kwargs.setdefault("hide_parameters", True)
     try:
         engine = sa.create_engine(url, **kwargs)
     except (SQLAlchemyError, ValueError, TypeError) as exc:
         raise ConfigurationError(f"cannot open database URL: {exc}") from exc
-    prepare_engine(engine)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_connect)
     return engine
 
 
-def prepare_engine(engine: Engine) -> None:
-    """Give a SQLite engine durable, serialisable write transactions; other engines as they are.
-
-    On SQLite every transaction the engine begins issues its own ``BEGIN`` (``BEGIN IMMEDIATE``
-    for the library's commands, so writers queue for the lock instead of failing with "database
-    is locked"), and each connection runs in WAL mode with ``synchronous=FULL``: a command that
-    returned survives a power cut. Idempotent.
-    """
-    if engine.dialect.name == "sqlite" and not event.contains(engine, "begin", _sqlite_begin):
-        event.listen(engine, "begin", _sqlite_begin)
-
-
-def _sqlite_begin(conn: Connection) -> None:
-    pooled = conn.connection
-    if not pooled.info.get(_READY):
-        dbapi = pooled.dbapi_connection
-        assert dbapi is not None
-        # The driver's own implicit BEGIN comes too late (after the first read) and can't be
-        # IMMEDIATE; switch it off and begin explicitly below.
-        dbapi.isolation_level = None
-        cursor = dbapi.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = FULL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-        pooled.info[_READY] = True
-    # Straight to the driver: this runs before every transaction, and needs no parameters.
-    dbapi_connection = pooled.dbapi_connection
-    assert dbapi_connection is not None
-    statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN"
+def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
+    cursor = dbapi_connection.cursor()
     try:
-        dbapi_connection.execute(statement)
-    except conn.dialect.loaded_dbapi.Error as exc:
-        # As SQLAlchemy would have wrapped it, so a busy database still reads as one.
-        raise sa.exc.DBAPIError.instance(
-            statement, None, exc, conn.dialect.loaded_dbapi.Error
-        ) from exc
+        cursor.execute("PRAGMA journal_mode = WAL")
+        for name, value in _SQLITE_SETTINGS.items():
+            cursor.execute(f"PRAGMA {name} = {value}")
+    finally:
+        cursor.close()
+
+
+def is_library_engine(engine: Engine) -> bool:
+    """Whether `create_engine` made this engine (its SQLite connections are set up already)."""
+    return event.contains(engine, "connect", _sqlite_connect)
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file a SQLite URL names, or None for an in-memory database."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if database in ("", ":memory:") or url.query.get("mode") == "memory":
+        return None
+    if database.startswith("file:"):
+        database = database[len("file:") :].split("?", 1)[0]
+        if not database or database == ":memory:":
+            return None
+    return Path(database)
+
+
+def require_existing_database(engine: Engine) -> None:
+    """Raise `NoDatabase` for a SQLite engine whose file does not exist, before any connection
+    could create an empty one."""
+    path = sqlite_file(engine.url)
+    if path is not None and not path.exists():
+        raise NoDatabase(str(path))
+
+
+def _raw(connection: Connection) -> Any:
+    dbapi = connection.connection.dbapi_connection
+    assert dbapi is not None
+    return dbapi
+
+
+def _driver_error(connection: Connection, statement: str, exc: Exception) -> DBAPIError:
+    # As SQLAlchemy would have wrapped it, so a busy database still reads as one.
+    wrapped = DBAPIError.instance(statement, None, exc, connection.dialect.loaded_dbapi.Error)
+    assert isinstance(wrapped, DBAPIError)
+    return wrapped
+
+
+def _run_raw(connection: Connection, statement: str) -> list[Any]:
+    """Run one statement straight on the driver: no events, no parameters, no statement cache.
+    The library's transaction control and settings only; driver errors come out wrapped."""
+    cursor = _raw(connection).cursor()
+    try:
+        cursor.execute(statement)
+        return list(cursor.fetchall()) if cursor.description else []
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise _driver_error(connection, statement, exc) from exc
+    finally:
+        cursor.close()
+
+
+def _in_transaction(connection: Connection) -> bool:
+    """Whether SQLite has a transaction open on this connection (its autocommit flag is off)."""
+    dbapi = _raw(connection)
+    state = getattr(dbapi, "in_transaction", None)
+    if state is None:  # the asyncio adapter keeps the sqlite3 connection inside
+        state = dbapi._connection.in_transaction
+    return bool(state)
+
+
+@contextmanager
+def _sqlite_settings(connection: Connection, names: Sequence[str]) -> Iterator[None]:
+    """The library's values of these settings for the duration of the block, then the
+    connection's own values back: a host's connection is left as the host set it."""
+    changed: dict[str, Any] = {}
+    for name in names:
+        (current,) = _run_raw(connection, f"PRAGMA {name}")[0]
+        if current != _SQLITE_SETTINGS[name]:
+            changed[name] = current
+            _run_raw(connection, f"PRAGMA {name} = {_SQLITE_SETTINGS[name]}")
+    try:
+        yield
+    finally:
+        for name, value in changed.items():
+            _run_raw(connection, f"PRAGMA {name} = {value}")
+
+
+def _lock_for_writing(connection: Connection, lock_table: str | None) -> None:
+    """Take SQLite's write lock now, queueing behind other writers for the busy timeout.
+
+    Taken before the command's first read, so it never has to upgrade a read snapshot to a
+    write (which SQLite refuses at once with "database is locked" when another writer got in
+    between). Outside a transaction that is ``BEGIN IMMEDIATE``; inside one the caller began
+    (a host's session) it is a write that changes nothing, which takes the same lock and,
+    where the driver begins transactions itself, begins it as the driver would."""
+    if not _in_transaction(connection):
+        _run_raw(connection, "BEGIN IMMEDIATE")
+    elif lock_table is not None:
+        _run_raw(connection, f"DELETE FROM {lock_table} WHERE 0 = 1")
 
 
 ConflictMap = Mapping[str, Callable[[], Exception]]
 """Constraint names (or SQLite's ``table.column`` wording of them) to the error they mean."""
 
 
+@contextmanager
+def sqlite_transaction(
+    connection: Connection, *, write: bool, lock_table: str | None
+) -> Iterator[None]:
+    """The library's own transaction on a SQLite connection, of its engine or a host's.
+
+    The driver would begin it too late (at the first write, after the reads) and never
+    IMMEDIATE, so it is begun here, and the driver then commits or rolls back what was begun.
+    On a host's engine the library's settings hold for this transaction only.
+    """
+    names = () if is_library_engine(connection.engine) else tuple(_SQLITE_SETTINGS)
+    with _sqlite_settings(connection, names), connection.begin():
+        if write:
+            _lock_for_writing(connection, lock_table)
+        elif not _in_transaction(connection):
+            _run_raw(connection, "BEGIN")
+        yield
+
+
 class Store:
     """Opens one transaction per command, or joins the transaction of a caller's `Session`."""
 
+    lock_table = "idcard_command_requests"
+    """A table of the library's that a no-op write locks (SQLite); no trigger fires on it."""
+
     def __init__(self, bind: Bind) -> None:
-        self.session: Session | None = None
+        self._session: Session | scoped_session[Session] | None = None
         self._owns_engine = isinstance(bind, (str, URL))
         if isinstance(bind, (str, URL)):
             self.engine = create_engine(bind)
         elif isinstance(bind, Engine):
-            prepare_engine(bind)
             self.engine = bind
-        elif isinstance(bind, Session):
-            self.session = bind
-            engine = bind.get_bind()
-            if not isinstance(engine, Engine):
-                engine = engine.engine
-            self.engine = engine
+        elif isinstance(bind, (Session, scoped_session)):
+            self._session = bind
+            self.engine = _engine_of(bind)
         else:
-            raise ConfigurationError(
-                f"bind must be a database URL, an Engine or a Session, not {type(bind).__name__}"
-            )
+            raise ConfigurationError(_wrong_bind(bind))
+        try:
+            _refuse_asyncio_driver(self.engine)
+            require_existing_database(self.engine)
+        except ConfigurationError:
+            self.close()
+            raise
+
+    @property
+    def session(self) -> Session | None:
+        """The caller's session now (a scoped session's current one), or None."""
+        if self._session is None:
+            return None
+        return self._session() if isinstance(self._session, scoped_session) else self._session
 
     @property
     def dialect(self) -> str:
@@ -122,24 +229,23 @@ class Store:
         """A connection in a transaction that commits on success and rolls back on any error.
 
         With a `Session` bind the writes go into a savepoint of the caller's transaction, which
-        is released (not committed) on success and rolled back on error. ``snapshot`` makes
-        every read of a read transaction see one snapshot (PostgreSQL's REPEATABLE READ; a
-        SQLite read transaction always does). Database errors come out as `WorkflowError`
-        subclasses with the cause chained.
+        is released (not committed) on success and rolled back on error; the caller's commit or
+        rollback decides. ``snapshot`` makes every read of a read transaction see one snapshot
+        (PostgreSQL's REPEATABLE READ; a SQLite read transaction always does). Database errors
+        come out as `WorkflowError` subclasses with the cause chained.
         """
         try:
-            if self.session is not None:
-                self.session.flush()
-                if write:
-                    with self.session.begin_nested():
-                        yield self.session.connection()
-                else:
-                    yield self.session.connection()
+            session = self.session
+            if session is not None:
+                with self._joined(session, write=write) as conn:
+                    yield conn
                 return
             with self.engine.connect() as conn:
-                if write:
-                    conn.execution_options(**{_WRITE: True})
-                elif snapshot and self.dialect == "postgresql":
+                if self.dialect == "sqlite":
+                    with sqlite_transaction(conn, write=write, lock_table=self.lock_table):
+                        yield conn
+                    return
+                if snapshot and not write and self.dialect == "postgresql":
                     conn.execution_options(isolation_level="REPEATABLE READ")
                 with conn.begin():
                     yield conn
@@ -148,6 +254,64 @@ class Store:
         except SQLAlchemyError as exc:
             failure = DatabaseFailure.of(exc)
             raise StorageError(f"database error: {failure}") from failure
+
+    @contextmanager
+    def _joined(self, session: Session, *, write: bool) -> Iterator[Connection]:
+        # The caller's transaction: never begun, committed or rolled back here. A write runs in
+        # a savepoint, so a refused command leaves the caller's transaction as it was.
+        session.flush()
+        conn = session.connection()
+        if not write:
+            yield conn
+            return
+        if self.dialect == "sqlite":
+            # Only the wait for the lock is the library's: busy_timeout is put back at once.
+            with _sqlite_settings(conn, ("busy_timeout",)):
+                _lock_for_writing(conn, self.lock_table)
+        with session.begin_nested():
+            yield conn
+
+
+def _engine_of(session: Session | scoped_session[Session]) -> Engine:
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    return engine
+
+
+def _wrong_bind(bind: object) -> str:
+    kind = type(bind).__name__
+    if _is_asyncio_bind(bind):
+        return f"{kind} is an asyncio bind: use workflow.AsyncWorkflow"
+    if isinstance(bind, Connection):
+        return "bind must be a URL, an Engine or a Session; for a Connection, use Session(conn)"
+    return f"bind must be a database URL, an Engine or a Session, not {kind}"
+
+
+def _is_asyncio_bind(bind: object) -> bool:
+    try:
+        from sqlalchemy.ext import asyncio as aio
+    except ImportError:  # without greenlet there is no asyncio bind to be had
+        return False
+    kinds = (
+        aio.AsyncEngine,
+        aio.AsyncConnection,
+        aio.AsyncSession,
+        aio.async_scoped_session,
+        aio.async_sessionmaker,
+    )
+    return isinstance(bind, kinds)
+
+
+def _refuse_asyncio_driver(engine: Engine) -> None:
+    # AsyncWorkflow runs this very code inside SQLAlchemy's greenlet bridge; anywhere else an
+    # asyncio driver fails at its first statement with an error that says nothing useful.
+    from sqlalchemy.util.concurrency import in_greenlet
+
+    if engine.dialect.is_async and not in_greenlet():
+        raise ConfigurationError(
+            f"{engine.dialect.driver} is an asyncio driver: use "
+            "workflow.AsyncWorkflow(create_async_engine(url))"
+        )
 
 
 class DatabaseFailure(Exception):

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
+from workflow.migrations.naming import name as n
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -35,18 +37,23 @@ FIELDS = (
     "details",
 )
 
-log = sa.table(
-    "transition_log",
-    sa.column("id", sa.Integer()),
-    *(sa.column(name) for name in FIELDS if name not in {"at", "details", "record_id"}),
-    sa.column("record_id", sa.Uuid()),
-    sa.column("at", sa.DateTime(timezone=True)),
-    sa.column("details", sa.JSON()),
-    sa.column("hash", sa.String(64)),
-)
-applications = sa.table(
-    "applications", sa.column("id", sa.Uuid()), sa.column("chain_head", sa.String(64))
-)
+
+def _log() -> sa.TableClause:
+    return sa.table(
+        n("transition_log"),
+        sa.column("id", sa.Integer()),
+        *(sa.column(name) for name in FIELDS if name not in {"at", "details", "record_id"}),
+        sa.column("record_id", sa.Uuid()),
+        sa.column("at", sa.DateTime(timezone=True)),
+        sa.column("details", sa.JSON()),
+        sa.column("hash", sa.String(64)),
+    )
+
+
+def _applications() -> sa.TableClause:
+    return sa.table(
+        n("applications"), sa.column("id", sa.Uuid()), sa.column("chain_head", sa.String(64))
+    )
 
 
 def _hash(row: dict[str, object], previous: str) -> str:
@@ -62,12 +69,13 @@ def _hash(row: dict[str, object], previous: str) -> str:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("transition_log") as batch:
+    with op.batch_alter_table(n("transition_log")) as batch:
         batch.add_column(sa.Column("hash", sa.String(64), nullable=True))
-    with op.batch_alter_table("applications") as batch:
+    with op.batch_alter_table(n("applications")) as batch:
         batch.add_column(sa.Column("chain_head", sa.String(64), nullable=True))
 
     conn = op.get_bind()
+    log, applications = _log(), _applications()
     heads: dict[tuple[str, object], str] = {}
     rows = (
         conn.execute(sa.select(log).order_by(log.c.machine, log.c.record_id, log.c.seq))
@@ -87,14 +95,14 @@ def upgrade() -> None:
                 .values(chain_head=digest)
             )
 
-    with op.batch_alter_table("transition_log") as batch:
+    with op.batch_alter_table(n("transition_log")) as batch:
         batch.alter_column("hash", existing_type=sa.String(64), nullable=False)
-    with op.batch_alter_table("applications") as batch:
+    with op.batch_alter_table(n("applications")) as batch:
         batch.alter_column("chain_head", existing_type=sa.String(64), nullable=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("applications") as batch:
+    with op.batch_alter_table(n("applications")) as batch:
         batch.drop_column("chain_head")
-    with op.batch_alter_table("transition_log") as batch:
+    with op.batch_alter_table(n("transition_log")) as batch:
         batch.drop_column("hash")

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from workflow.migrations import enforcement
+from workflow.migrations.naming import name as n
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -35,13 +36,13 @@ APPLICATION_TRANSITIONS = [
 
 def upgrade() -> None:
     allowed = op.create_table(
-        "allowed_transitions",
+        n("allowed_transitions"),
         sa.Column("machine", sa.String(32), nullable=False),
         sa.Column("event", sa.String(32), nullable=False),
         sa.Column("from_state", sa.String(32), nullable=False),
         sa.Column("to_state", sa.String(32), nullable=False),
         sa.PrimaryKeyConstraint(
-            "machine", "event", "from_state", "to_state", name=op.f("pk_allowed_transitions")
+            "machine", "event", "from_state", "to_state", name=op.f(n("pk_allowed_transitions"))
         ),
     )
     op.bulk_insert(
@@ -51,18 +52,18 @@ def upgrade() -> None:
             for m, e, f, t in APPLICATION_TRANSITIONS
         ],
     )
-    with op.batch_alter_table("transition_log") as batch:
+    with op.batch_alter_table(n("transition_log")) as batch:
         batch.create_check_constraint(
-            op.f("ck_transition_log_creation_first"), "(seq = 1) = (from_state IS NULL)"
+            op.f(n("ck_transition_log_creation_first")), "(seq = 1) = (from_state IS NULL)"
         )
         batch.create_foreign_key(
-            "fk_transition_log_allowed_transitions",
-            "allowed_transitions",
+            n("fk_transition_log_allowed_transitions"),
+            n("allowed_transitions"),
             ["machine", "event", "from_state", "to_state"],
             ["machine", "event", "from_state", "to_state"],
         )
     op.create_table(
-        "command_requests",
+        n("command_requests"),
         sa.Column("request_id", sa.String(128), nullable=False),
         sa.Column("machine", sa.String(32), nullable=False),
         sa.Column("record_id", sa.Uuid(), nullable=False),
@@ -70,10 +71,10 @@ def upgrade() -> None:
         sa.Column("fingerprint", sa.String(64), nullable=False),
         sa.Column("response", sa.JSON(), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("request_id", name=op.f("pk_command_requests")),
+        sa.PrimaryKeyConstraint("request_id", name=op.f(n("pk_command_requests"))),
     )
     op.create_table(
-        "outbox",
+        n("outbox"),
         sa.Column(
             "id",
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
@@ -87,22 +88,22 @@ def upgrade() -> None:
         sa.Column("state", sa.String(32), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("acked_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
+        sa.PrimaryKeyConstraint("id", name=op.f(n("pk_outbox"))),
         sa.UniqueConstraint(
-            "machine", "record_id", "seq", name=op.f("uq_outbox_machine_record_id_seq")
+            "machine", "record_id", "seq", name=op.f(n("uq_outbox_machine_record_id_seq"))
         ),
     )
     op.create_index(
-        op.f("ix_outbox_pending"),
-        "outbox",
+        op.f(n("ix_outbox_pending")),
+        n("outbox"),
         ["id"],
         sqlite_where=sa.text("acked_at IS NULL"),
         postgresql_where=sa.text("acked_at IS NULL"),
     )
     # Transitions recorded before this revision reach the outbox as already delivered.
     op.execute(
-        "INSERT INTO outbox (machine, record_id, seq, event, state, at, acked_at) "
-        "SELECT machine, record_id, seq, event, to_state, at, at FROM transition_log"
+        f"INSERT INTO {n('outbox')} (machine, record_id, seq, event, state, at, acked_at) "
+        f"SELECT machine, record_id, seq, event, to_state, at, at FROM {n('transition_log')}"
     )
     enforcement.install_functions()
     enforcement.freeze_allowed_transitions()
@@ -115,10 +116,10 @@ def downgrade() -> None:
     enforcement.unguard_log()
     enforcement.unfreeze_allowed_transitions()
     enforcement.drop_functions()
-    op.drop_index(op.f("ix_outbox_pending"), table_name="outbox")
-    op.drop_table("outbox")
-    op.drop_table("command_requests")
-    with op.batch_alter_table("transition_log") as batch:
-        batch.drop_constraint("fk_transition_log_allowed_transitions", type_="foreignkey")
-        batch.drop_constraint(op.f("ck_transition_log_creation_first"), type_="check")
-    op.drop_table("allowed_transitions")
+    op.drop_index(op.f(n("ix_outbox_pending")), table_name=n("outbox"))
+    op.drop_table(n("outbox"))
+    op.drop_table(n("command_requests"))
+    with op.batch_alter_table(n("transition_log")) as batch:
+        batch.drop_constraint(n("fk_transition_log_allowed_transitions"), type_="foreignkey")
+        batch.drop_constraint(op.f(n("ck_transition_log_creation_first")), type_="check")
+    op.drop_table(n("allowed_transitions"))

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from workflow.migrations import enforcement
+from workflow.migrations.naming import name as n
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -24,18 +25,20 @@ TRANSITIONS = [
     ("found_card", "destroy", "held", "destroyed"),
 ]
 
-allowed = sa.table(
-    "allowed_transitions",
-    sa.column("machine", sa.String(32)),
-    sa.column("event", sa.String(32)),
-    sa.column("from_state", sa.String(32)),
-    sa.column("to_state", sa.String(32)),
-)
+
+def _allowed() -> sa.TableClause:
+    return sa.table(
+        n("allowed_transitions"),
+        sa.column("machine", sa.String(32)),
+        sa.column("event", sa.String(32)),
+        sa.column("from_state", sa.String(32)),
+        sa.column("to_state", sa.String(32)),
+    )
 
 
 def upgrade() -> None:
     op.create_table(
-        "loss_reports",
+        n("loss_reports"),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("state", sa.String(20), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
@@ -45,22 +48,22 @@ def upgrade() -> None:
         sa.Column("application_id", sa.Uuid(), nullable=True),
         sa.Column("reported_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_loss_reports")),
+        sa.PrimaryKeyConstraint("id", name=op.f(n("pk_loss_reports"))),
         sa.CheckConstraint(
-            "state IN ('reported', 'withdrawn', 'closed')", name=op.f("ck_loss_reports_state")
+            "state IN ('reported', 'withdrawn', 'closed')", name=op.f(n("ck_loss_reports_state"))
         ),
-        sa.CheckConstraint("version >= 1", name=op.f("ck_loss_reports_version")),
+        sa.CheckConstraint("version >= 1", name=op.f(n("ck_loss_reports_version"))),
     )
     op.create_index(
-        op.f("uq_loss_reports_active_citizen"),
-        "loss_reports",
+        op.f(n("uq_loss_reports_active_citizen")),
+        n("loss_reports"),
         ["citizen_id"],
         unique=True,
         sqlite_where=sa.text("state IN ('reported')"),
         postgresql_where=sa.text("state IN ('reported')"),
     )
     op.create_table(
-        "found_cards",
+        n("found_cards"),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("state", sa.String(20), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
@@ -69,18 +72,18 @@ def upgrade() -> None:
         sa.Column("held_unit", sa.String(6), nullable=False),
         sa.Column("registered_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_found_cards")),
+        sa.PrimaryKeyConstraint("id", name=op.f(n("pk_found_cards"))),
         sa.CheckConstraint(
-            "state IN ('held', 'returned', 'destroyed')", name=op.f("ck_found_cards_state")
+            "state IN ('held', 'returned', 'destroyed')", name=op.f(n("ck_found_cards_state"))
         ),
-        sa.CheckConstraint("version >= 1", name=op.f("ck_found_cards_version")),
+        sa.CheckConstraint("version >= 1", name=op.f(n("ck_found_cards_version"))),
     )
-    op.create_index(op.f("ix_found_cards_citizen_id"), "found_cards", ["citizen_id"])
-    op.create_index(op.f("ix_applications_citizen_id"), "applications", ["citizen_id"])
+    op.create_index(op.f(n("ix_found_cards_citizen_id")), n("found_cards"), ["citizen_id"])
+    op.create_index(op.f(n("ix_applications_citizen_id")), n("applications"), ["citizen_id"])
 
     enforcement.unfreeze_allowed_transitions()
     op.bulk_insert(
-        allowed,
+        _allowed(),
         [{"machine": m, "event": e, "from_state": f, "to_state": t} for m, e, f, t in TRANSITIONS],
     )
     enforcement.freeze_allowed_transitions()
@@ -95,13 +98,13 @@ def downgrade() -> None:
     machines = "('loss_report', 'found_card')"
     enforcement.unguard_log()
     for table in ("transition_log", "outbox", "command_requests"):
-        op.execute(f"DELETE FROM {table} WHERE machine IN {machines}")
+        op.execute(f"DELETE FROM {n(table)} WHERE machine IN {machines}")
     enforcement.guard_log()
     enforcement.unfreeze_allowed_transitions()
-    op.execute(f"DELETE FROM allowed_transitions WHERE machine IN {machines}")
+    op.execute(f"DELETE FROM {n('allowed_transitions')} WHERE machine IN {machines}")
     enforcement.freeze_allowed_transitions()
-    op.drop_index(op.f("ix_applications_citizen_id"), table_name="applications")
-    op.drop_index(op.f("ix_found_cards_citizen_id"), table_name="found_cards")
-    op.drop_table("found_cards")
-    op.drop_index(op.f("uq_loss_reports_active_citizen"), table_name="loss_reports")
-    op.drop_table("loss_reports")
+    op.drop_index(op.f(n("ix_applications_citizen_id")), table_name=n("applications"))
+    op.drop_index(op.f(n("ix_found_cards_citizen_id")), table_name=n("found_cards"))
+    op.drop_table(n("found_cards"))
+    op.drop_index(op.f(n("uq_loss_reports_active_citizen")), table_name=n("loss_reports"))
+    op.drop_table(n("loss_reports"))

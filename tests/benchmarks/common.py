@@ -95,9 +95,11 @@ class Database:
         try:
             if self.sqlite:
                 query = "SELECT 1 FROM sqlite_master WHERE type='trigger' AND name=?"
-                return conn.execute(query, ("transition_log_publish",)).fetchone() is not None
+                return (
+                    conn.execute(query, ("idcard_transition_log_publish",)).fetchone() is not None
+                )
             query = "SELECT 1 FROM pg_trigger WHERE tgname = %s"
-            return conn.execute(query, ("transition_log_publish",)).fetchone() is not None
+            return conn.execute(query, ("idcard_transition_log_publish",)).fetchone() is not None
         finally:
             conn.close()
 

@@ -284,7 +284,7 @@ def insert_sql(sqlite: bool, table: str, columns: Sequence[str]) -> str:
 
 
 _STEP_UPDATE = (
-    "UPDATE applications SET state = s.state, version = applications.version + 1, "
+    "UPDATE idcard_applications SET state = s.state, version = applications.version + 1, "
     "chain_head = s.chain_head, "
     "review_due_at = COALESCE(s.review_due_at, applications.review_due_at), "
     "rejection_ground = COALESCE(s.rejection_ground, applications.rejection_ground), "

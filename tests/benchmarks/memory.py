@@ -49,7 +49,7 @@ def _child(url: str, path: str, checkpoints: list[int]) -> None:
 
     if path:
         conn = sqlite3.connect(path)
-        ids = [uuid.UUID(hex=r[0]) for r in conn.execute("SELECT id FROM applications")]
+        ids = [uuid.UUID(hex=r[0]) for r in conn.execute("SELECT id FROM idcard_applications")]
         conn.close()
     else:  # pragma: no cover - PostgreSQL
         import psycopg
@@ -57,7 +57,7 @@ def _child(url: str, path: str, checkpoints: list[int]) -> None:
         from .common import libpq_url
 
         with psycopg.connect(libpq_url(url)) as pg:
-            ids = [r[0] for r in pg.execute("SELECT id FROM applications")]
+            ids = [r[0] for r in pg.execute("SELECT id FROM idcard_applications")]
     flow = wf.Workflow(url)
     flow.get(ids[0])
     points: list[dict[str, Any]] = [

@@ -134,7 +134,7 @@ def tables(results: Sequence[dict[str, Any]]) -> list[tuple[str, list[str], list
                         word
                         for line in m["plan"]
                         for word in line.replace("(", " ").replace('"', " ").split()
-                        if word.startswith("ix_applications_overdue")
+                        if word.startswith("idcard_ix_applications_overdue")
                     ),
                     "NO INDEX",
                 )

@@ -76,7 +76,7 @@ class Floor:
         self.publish = not db.publishes_log()
         self.move = {
             extra: (
-                f"UPDATE applications SET state = {mark}, version = version + 1, "
+                f"UPDATE idcard_applications SET state = {mark}, version = version + 1, "
                 f"chain_head = {mark}{extra} "
                 f"WHERE id = {mark} AND version = {mark} AND state = {mark}"
             )

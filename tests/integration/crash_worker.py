@@ -89,7 +89,7 @@ def open_applications(url: str) -> dict[uuid.UUID, str]:
         with engine.connect() as conn:
             rows = conn.execute(
                 sa.text(
-                    "SELECT id, state FROM applications "
+                    "SELECT id, state FROM idcard_applications "
                     "WHERE state NOT IN ('rejected', 'collected')"
                 )
             ).all()

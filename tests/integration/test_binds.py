@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -21,7 +24,7 @@ def count(url: str, table: str) -> int:
 def test_an_engine_bind_commits_each_command(db_url: str, clock: Clock) -> None:
     engine = wf.create_engine(db_url)
     view = wf.Workflow(engine, clock=clock).submit(form(), actor=clerk())
-    assert count(db_url, "applications") == 1
+    assert count(db_url, "idcard_applications") == 1
     with wf.Workflow(db_url) as other:
         assert other.get(view.id) == view
     engine.dispose()
@@ -38,13 +41,13 @@ def test_a_session_bind_joins_the_callers_transaction_and_never_commits(
         assert flow.get(view.id).version == 2
         assert session.in_transaction()
         session.rollback()
-    assert count(db_url, "applications") == 0
-    assert count(db_url, "transition_log") == 0
+    assert count(db_url, "idcard_applications") == 0
+    assert count(db_url, "idcard_transition_log") == 0
     with Session(engine) as session:
         flow = wf.Workflow(session, clock=clock)
         view = flow.submit(form(), actor=clerk())
         session.commit()
-    assert count(db_url, "applications") == 1
+    assert count(db_url, "idcard_applications") == 1
     engine.dispose()
 
 
@@ -83,8 +86,8 @@ def test_a_racing_duplicate_that_reaches_the_index_is_a_duplicate_application(
             flow.submit(form(n=4), actor=clerk())
     finally:
         flow._applications.has_open = original  # type: ignore[method-assign]
-    assert count(db_url, "applications") == 1
-    assert count(db_url, "transition_log") == 1
+    assert count(db_url, "idcard_applications") == 1
+    assert count(db_url, "idcard_transition_log") == 1
     engine.dispose()
 
 
@@ -108,6 +111,8 @@ def test_postgresql_commits_synchronously(db_url: str) -> None:
 
 
 def test_a_database_behind_the_library_is_refused_with_the_fix(empty_db_url: str) -> None:
+    if empty_db_url.startswith("sqlite"):
+        sqlite3.connect(empty_db_url.removeprefix("sqlite:///")).close()  # an empty file
     with pytest.raises(wf.SchemaOutOfDate) as info:
         wf.Workflow(empty_db_url)
     assert info.value.code == "schema_out_of_date"
@@ -116,3 +121,17 @@ def test_a_database_behind_the_library_is_refused_with_the_fix(empty_db_url: str
     wf.upgrade(empty_db_url)
     with wf.Workflow(empty_db_url) as flow:
         assert drive(flow, "approved").state == "approved"
+
+
+def test_a_sqlite_path_that_does_not_exist_is_refused_and_no_file_is_made(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "idcards.db"
+    for bind in (f"sqlite:///{missing}", wf.create_engine(f"sqlite:///{missing}")):
+        with pytest.raises(wf.NoDatabase) as info:
+            wf.Workflow(bind)
+        assert info.value.code == "no_database" and str(missing) in str(info.value)
+        assert isinstance(info.value, wf.ConfigurationError)
+    assert not missing.exists() and not missing.parent.exists()
+    (tmp_path / "typo").mkdir()
+    with pytest.raises(wf.NoDatabase):
+        wf.Workflow(f"sqlite:///{missing}")
+    assert list((tmp_path / "typo").iterdir()) == []

@@ -279,7 +279,7 @@ def test_the_database_itself_refuses_a_second_open_application(
     }
     row["documents"] = sorted(row["documents"])
     row["chain_head"] = "0" * 64
-    table = wf.Base.metadata.tables["applications"]
+    table = wf.Base.metadata.tables["idcard_applications"]
     refusal = pytest.raises(sa.exc.IntegrityError, match=r"citizen_id|open_citizen")
     with refusal, engine.begin() as conn:
         conn.execute(sa.insert(table).values(**row))

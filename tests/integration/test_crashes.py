@@ -190,27 +190,29 @@ def check(url: str, tally: Tally, retried: dict[str, Any] | None) -> None:
             apps = {
                 uuid.UUID(str(i)): (state, version, citizen)
                 for i, state, version, citizen in conn.execute(
-                    sa.text("SELECT id, state, version, citizen_id FROM applications")
+                    sa.text("SELECT id, state, version, citizen_id FROM idcard_applications")
                 )
             }
             # Every machine's rows: a command may write records of other machines too.
             history = [
                 (machine, uuid.UUID(str(r)), seq, event, to_state)
                 for machine, r, seq, event, to_state in conn.execute(
-                    sa.text("SELECT machine, record_id, seq, event, to_state FROM transition_log")
+                    sa.text(
+                        "SELECT machine, record_id, seq, event, to_state FROM idcard_transition_log"
+                    )
                 )
             ]
             outbox = [
                 (machine, uuid.UUID(str(r)), seq, event, state)
                 for machine, r, seq, event, state in conn.execute(
-                    sa.text("SELECT machine, record_id, seq, event, state FROM outbox")
+                    sa.text("SELECT machine, record_id, seq, event, state FROM idcard_outbox")
                 )
             ]
             requests = [
                 (uuid.UUID(str(r)), command)
                 for r, command in conn.execute(
                     sa.text(
-                        "SELECT record_id, command FROM command_requests "
+                        "SELECT record_id, command FROM idcard_command_requests "
                         "WHERE machine = 'application'"
                     )
                 )

@@ -23,9 +23,9 @@ from workflow.demo import DaySummary, Refusal, SimulatedClock, main, run_day
 FULL_CITIZEN_NUMBER = re.compile(r"[0-9]{17}[0-9X]")
 FINAL_APPLICATION = {wf.State.REJECTED, wf.State.COLLECTED}
 MACHINE_TABLES = {
-    wf.APPLICATION.name: "applications",
-    wf.LOSS_REPORT.name: "loss_reports",
-    wf.FOUND_CARD.name: "found_cards",
+    wf.APPLICATION.name: "idcard_applications",
+    wf.LOSS_REPORT.name: "idcard_loss_reports",
+    wf.FOUND_CARD.name: "idcard_found_cards",
 }
 
 
@@ -57,12 +57,14 @@ def stored(path: Path) -> Stored:
             log_rows = {
                 str(m): int(n)
                 for m, n in conn.execute(
-                    sa.text("SELECT machine, count(*) FROM transition_log GROUP BY machine")
+                    sa.text("SELECT machine, count(*) FROM idcard_transition_log GROUP BY machine")
                 )
             }
             receipts = [
                 str(r)
-                for r in conn.execute(sa.text("SELECT receipt_no FROM applications")).scalars()
+                for r in conn.execute(
+                    sa.text("SELECT receipt_no FROM idcard_applications")
+                ).scalars()
             ]
     finally:
         engine.dispose()
@@ -73,31 +75,32 @@ def cross_machine_violations(path: Path) -> list[str]:
     """The rules joining the three machines, checked on the tables: every query must be empty."""
     queries = {
         "a replacement without a loss report": """
-            SELECT a.id FROM applications a WHERE a.kind = 'replacement'
-            AND NOT EXISTS (SELECT 1 FROM loss_reports r WHERE r.citizen_id = a.citizen_id)""",
+            SELECT a.id FROM idcard_applications a WHERE a.kind = 'replacement'
+            AND NOT EXISTS (
+                SELECT 1 FROM idcard_loss_reports r WHERE r.citizen_id = a.citizen_id)""",
         "a closed report without a collected replacement": """
-            SELECT r.id FROM loss_reports r WHERE r.state = 'closed'
-            AND NOT EXISTS (SELECT 1 FROM applications a WHERE a.citizen_id = r.citizen_id
+            SELECT r.id FROM idcard_loss_reports r WHERE r.state = 'closed'
+            AND NOT EXISTS (SELECT 1 FROM idcard_applications a WHERE a.citizen_id = r.citizen_id
                             AND a.kind = 'replacement' AND a.state = 'collected')""",
         "a collected replacement whose owner's report is still active": """
-            SELECT a.id FROM applications a WHERE a.kind = 'replacement'
+            SELECT a.id FROM idcard_applications a WHERE a.kind = 'replacement'
             AND a.state = 'collected'
-            AND EXISTS (SELECT 1 FROM loss_reports r WHERE r.citizen_id = a.citizen_id
+            AND EXISTS (SELECT 1 FROM idcard_loss_reports r WHERE r.citizen_id = a.citizen_id
                         AND r.state = 'reported')""",
         "a returned card whose owner's report is still active": """
-            SELECT c.id FROM found_cards c WHERE c.state = 'returned'
-            AND EXISTS (SELECT 1 FROM loss_reports r WHERE r.citizen_id = c.citizen_id
+            SELECT c.id FROM idcard_found_cards c WHERE c.state = 'returned'
+            AND EXISTS (SELECT 1 FROM idcard_loss_reports r WHERE r.citizen_id = c.citizen_id
                         AND r.state = 'reported')""",
         "a returned card whose owner has a replacement": """
-            SELECT c.id FROM found_cards c WHERE c.state = 'returned'
-            AND EXISTS (SELECT 1 FROM applications a WHERE a.citizen_id = c.citizen_id
+            SELECT c.id FROM idcard_found_cards c WHERE c.state = 'returned'
+            AND EXISTS (SELECT 1 FROM idcard_applications a WHERE a.citizen_id = c.citizen_id
                         AND a.kind = 'replacement' AND a.state != 'rejected')""",
         "a destroyed card whose owner has no replacement": """
-            SELECT c.id FROM found_cards c WHERE c.state = 'destroyed'
-            AND NOT EXISTS (SELECT 1 FROM applications a WHERE a.citizen_id = c.citizen_id
+            SELECT c.id FROM idcard_found_cards c WHERE c.state = 'destroyed'
+            AND NOT EXISTS (SELECT 1 FROM idcard_applications a WHERE a.citizen_id = c.citizen_id
                             AND a.kind = 'replacement' AND a.state != 'rejected')""",
         "two active reports for one citizen": """
-            SELECT citizen_id FROM loss_reports WHERE state = 'reported'
+            SELECT citizen_id FROM idcard_loss_reports WHERE state = 'reported'
             GROUP BY citizen_id HAVING count(*) > 1""",
     }
     engine = sa.create_engine(f"sqlite:///{path}")

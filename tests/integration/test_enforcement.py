@@ -31,7 +31,12 @@ def snapshot(engine: sa.Engine) -> dict[str, list[tuple[object, ...]]]:
             table: sorted(
                 tuple(map(str, row)) for row in conn.execute(sa.text(f"SELECT * FROM {table}"))
             )
-            for table in ("applications", "transition_log", "outbox", "allowed_transitions")
+            for table in (
+                "idcard_applications",
+                "idcard_transition_log",
+                "idcard_outbox",
+                "idcard_allowed_transitions",
+            )
         }
 
 
@@ -49,7 +54,9 @@ def test_the_allowed_transitions_table_equals_the_definition(raw: sa.Engine) -> 
     with raw.connect() as conn:
         rows = set(
             conn.execute(
-                sa.text("SELECT machine, event, from_state, to_state FROM allowed_transitions")
+                sa.text(
+                    "SELECT machine, event, from_state, to_state FROM idcard_allowed_transitions"
+                )
             )
         )
     expected = {
@@ -62,22 +69,33 @@ def test_jumping_a_state_is_refused(flow: wf.Workflow, raw: sa.Engine) -> None:
     view = drive(flow, "submitted")
     message = refused(
         raw,
-        "UPDATE applications SET state = 'collected', version = version + 1 WHERE id = :id",
+        "UPDATE idcard_applications SET state = 'collected', version = version + 1 WHERE id = :id",
         id=key(view, raw),
     )
     assert "allowed transition" in message
-    refused(raw, "UPDATE applications SET state = 'collected' WHERE id = :id", id=key(view, raw))
+    refused(
+        raw, "UPDATE idcard_applications SET state = 'collected' WHERE id = :id", id=key(view, raw)
+    )
 
 
 def test_a_change_that_does_not_bump_the_version_is_refused(
     flow: wf.Workflow, raw: sa.Engine
 ) -> None:
     view = drive(flow, "submitted")
-    refused(raw, "UPDATE applications SET state = 'transmitted' WHERE id = :id", id=key(view, raw))
-    refused(raw, "UPDATE applications SET name = 'Someone Else' WHERE id = :id", id=key(view, raw))
     refused(
         raw,
-        "UPDATE applications SET version = version + 2, state = 'transmitted' WHERE id = :id",
+        "UPDATE idcard_applications SET state = 'transmitted' WHERE id = :id",
+        id=key(view, raw),
+    )
+    refused(
+        raw,
+        "UPDATE idcard_applications SET name = 'Someone Else' WHERE id = :id",
+        id=key(view, raw),
+    )
+    refused(
+        raw,
+        "UPDATE idcard_applications SET version = version + 2, state = 'transmitted' "
+        "WHERE id = :id",
         id=key(view, raw),
     )
 
@@ -86,7 +104,7 @@ def test_leaving_a_final_state_is_refused(flow: wf.Workflow, raw: sa.Engine) -> 
     view = drive(flow, "rejected")
     refused(
         raw,
-        "UPDATE applications SET state = 'approved', version = version + 1 WHERE id = :id",
+        "UPDATE idcard_applications SET state = 'approved', version = version + 1 WHERE id = :id",
         id=key(view, raw),
     )
 
@@ -99,7 +117,7 @@ def test_an_allowed_step_with_a_version_bump_passes_the_table_check(
     with raw.begin() as conn:
         conn.execute(
             sa.text(
-                "UPDATE applications SET state = 'transmitted', version = version + 1 "
+                "UPDATE idcard_applications SET state = 'transmitted', version = version + 1 "
                 "WHERE id = :id"
             ),
             {"id": key(view, raw)},
@@ -118,7 +136,7 @@ def test_a_new_record_must_start_at_the_beginning(flow: wf.Workflow, raw: sa.Eng
     }
     row["documents"] = sorted(row["documents"])
     row["citizen_id"] = "11010519491231002X"
-    table = wf.Base.metadata.tables["applications"]
+    table = wf.Base.metadata.tables["idcard_applications"]
     for state, version in (("ready", 1), ("submitted", 4)):
         with pytest.raises(sa.exc.IntegrityError, match="start in submitted"), raw.begin() as conn:
             conn.execute(sa.insert(table).values(**{**row, "state": state, "version": version}))
@@ -128,25 +146,27 @@ def test_the_log_is_append_only(flow: wf.Workflow, raw: sa.Engine) -> None:
     view = drive(flow, "collected")
     assert "append-only" in refused(
         raw,
-        "UPDATE transition_log SET actor_id = 'nobody' WHERE record_id = :id",
+        "UPDATE idcard_transition_log SET actor_id = 'nobody' WHERE record_id = :id",
         id=key(view, raw),
     )
     assert "append-only" in refused(
-        raw, "DELETE FROM transition_log WHERE record_id = :id AND seq = 6", id=key(view, raw)
+        raw,
+        "DELETE FROM idcard_transition_log WHERE record_id = :id AND seq = 6",
+        id=key(view, raw),
     )
-    refused(raw, "DELETE FROM transition_log")
+    refused(raw, "DELETE FROM idcard_transition_log")
 
 
 @pytest.mark.skipif(postgres_url() is None, reason="TRUNCATE is PostgreSQL's")
 def test_the_log_cannot_be_truncated(flow: wf.Workflow, raw: sa.Engine) -> None:
     drive(flow, "ready")
-    refused(raw, "TRUNCATE transition_log")
-    refused(raw, "TRUNCATE allowed_transitions CASCADE")
+    refused(raw, "TRUNCATE idcard_transition_log")
+    refused(raw, "TRUNCATE idcard_allowed_transitions CASCADE")
 
 
 def test_a_log_row_with_an_illegal_pair_is_refused(flow: wf.Workflow, raw: sa.Engine) -> None:
     view = drive(flow, "submitted")
-    log = wf.Base.metadata.tables["transition_log"]
+    log = wf.Base.metadata.tables["idcard_transition_log"]
     with raw.connect() as conn:
         first = dict(
             conn.execute(sa.select(log).where(log.c.record_id == view.id)).mappings().one()
@@ -174,12 +194,14 @@ def test_a_log_row_with_an_illegal_pair_is_refused(flow: wf.Workflow, raw: sa.En
 def test_the_allowed_transitions_are_changed_by_migrations_only(raw: sa.Engine) -> None:
     message = refused(
         raw,
-        "INSERT INTO allowed_transitions (machine, event, from_state, to_state) "
+        "INSERT INTO idcard_allowed_transitions (machine, event, from_state, to_state) "
         "VALUES ('application', 'shortcut', 'submitted', 'collected')",
     )
     assert "migrations" in message
-    refused(raw, "UPDATE allowed_transitions SET to_state = 'collected' WHERE event = 'transmit'")
-    refused(raw, "DELETE FROM allowed_transitions")
+    refused(
+        raw, "UPDATE idcard_allowed_transitions SET to_state = 'collected' WHERE event = 'transmit'"
+    )
+    refused(raw, "DELETE FROM idcard_allowed_transitions")
 
 
 def test_downgrading_leaves_no_trigger_or_function_behind(empty_db_url: str) -> None:
@@ -191,7 +213,7 @@ def test_downgrading_leaves_no_trigger_or_function_behind(empty_db_url: str) -> 
             left = conn.execute(
                 sa.text(
                     "SELECT type, name FROM sqlite_master "
-                    "WHERE name NOT LIKE 'sqlite_%' AND name != 'alembic_version'"
+                    "WHERE name NOT LIKE 'sqlite_%' AND name != 'idcard_alembic_version'"
                 )
             ).all()
         else:
@@ -200,7 +222,7 @@ def test_downgrading_leaves_no_trigger_or_function_behind(empty_db_url: str) -> 
                     "SELECT 'function', proname FROM pg_proc WHERE proname LIKE 'idcard_%' "
                     "UNION ALL SELECT 'trigger', tgname FROM pg_trigger WHERE NOT tgisinternal "
                     "UNION ALL SELECT 'table', tablename FROM pg_tables "
-                    "WHERE schemaname = 'public' AND tablename != 'alembic_version'"
+                    "WHERE schemaname = 'public' AND tablename != 'idcard_alembic_version'"
                 )
             ).all()
     engine.dispose()

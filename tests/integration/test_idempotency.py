@@ -19,7 +19,12 @@ def counts(db_url: str) -> dict[str, int]:
     with engine.connect() as conn:
         result = {
             table: int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
-            for table in ("applications", "transition_log", "outbox", "command_requests")
+            for table in (
+                "idcard_applications",
+                "idcard_transition_log",
+                "idcard_outbox",
+                "idcard_command_requests",
+            )
         }
     engine.dispose()
     return result
@@ -134,7 +139,7 @@ def test_racing_retried_submissions_make_one_application(flow: wf.Workflow, db_u
         t.join(timeout=120)
     assert all(isinstance(a, wf.ApplicationView) for a in answers), answers
     assert len({a.id for a in answers}) == 1  # type: ignore[union-attr]
-    assert counts(db_url)["applications"] == 1
+    assert counts(db_url)["idcard_applications"] == 1
 
 
 @pytest.mark.parametrize(

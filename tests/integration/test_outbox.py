@@ -76,7 +76,7 @@ def test_the_database_writes_the_event_whoever_writes_the_log(
     import sqlalchemy as sa
 
     view = drive(flow, "submitted")
-    log = wf.Base.metadata.tables["transition_log"]
+    log = wf.Base.metadata.tables["idcard_transition_log"]
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:
         first = dict(

@@ -103,8 +103,12 @@ def stored_personal_data(url: str) -> tuple[set[str], set[str], int]:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT citizen_id, receipt_no FROM applications")).all()
-            history = conn.execute(sa.text("SELECT count(*) FROM transition_log")).scalar_one()
+            rows = conn.execute(
+                sa.text("SELECT citizen_id, receipt_no FROM idcard_applications")
+            ).all()
+            history = conn.execute(
+                sa.text("SELECT count(*) FROM idcard_transition_log")
+            ).scalar_one()
     finally:
         engine.dispose()
     return {str(r.citizen_id) for r in rows}, {str(r.receipt_no) for r in rows}, int(history)
@@ -282,7 +286,7 @@ def _fail_inserts_into_applications(engine: sa.Engine) -> None:
 
     @sa.event.listens_for(engine, "before_cursor_execute")
     def _fail(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("INSERT INTO APPLICATIONS"):
+        if statement.lstrip().upper().startswith("INSERT INTO IDCARD_APPLICATIONS"):
             raise engine.dialect.loaded_dbapi.OperationalError("disk I/O error")
 
 

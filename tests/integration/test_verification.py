@@ -58,7 +58,9 @@ def test_verify_reads_in_batches_smaller_than_the_table(
 ) -> None:
     assert flow.verify(batch_size=2).records == 6
     execute(
-        raw, "UPDATE applications SET state = 'ready' WHERE id = :id", id=apps["submitted"].id.hex
+        raw,
+        "UPDATE idcard_applications SET state = 'ready' WHERE id = :id",
+        id=apps["submitted"].id.hex,
     )
     report = flow.verify(batch_size=2)
     assert [b.record_id for b in report.broken] == [apps["submitted"].id]
@@ -75,7 +77,7 @@ def test_editing_a_logged_fact_is_detected(
     target = apps["collected"]
     execute(
         raw,
-        "UPDATE transition_log SET details = :d WHERE record_id = :id AND seq = 6",
+        "UPDATE idcard_transition_log SET details = :d WHERE record_id = :id AND seq = 6",
         d=json.dumps({"receipt_matches": True, "old_card_returned": False}),
         id=_id(target, db_url),
     )
@@ -91,7 +93,7 @@ def test_a_forged_history_whose_hashes_are_recomputed_still_fails_its_guards(
 
     target = apps["collected"]
     with raw.begin() as conn:
-        log = wf.Base.metadata.tables["transition_log"]
+        log = wf.Base.metadata.tables["idcard_transition_log"]
         rows = (
             conn.execute(sa.select(log).where(log.c.record_id == target.id).order_by(log.c.seq))
             .mappings()
@@ -105,7 +107,7 @@ def test_a_forged_history_whose_hashes_are_recomputed_still_fails_its_guards(
             .where(log.c.id == forged["id"])
             .values(details=forged["details"], hash=digest)
         )
-        apps_table = wf.Base.metadata.tables["applications"]
+        apps_table = wf.Base.metadata.tables["idcard_applications"]
         conn.execute(
             sa.update(apps_table).where(apps_table.c.id == target.id).values(chain_head=digest)
         )
@@ -119,7 +121,7 @@ def test_deleting_a_row_in_the_middle_is_detected(
 ) -> None:
     execute(
         raw,
-        "DELETE FROM transition_log WHERE record_id = :id AND seq = 3",
+        "DELETE FROM idcard_transition_log WHERE record_id = :id AND seq = 3",
         id=_id(apps["ready"], db_url),
     )
     broken = only_broken(flow)
@@ -135,7 +137,7 @@ def test_deleting_the_last_row_is_detected(
 ) -> None:
     execute(
         raw,
-        "DELETE FROM transition_log WHERE record_id = :id AND seq = 5",
+        "DELETE FROM idcard_transition_log WHERE record_id = :id AND seq = 5",
         id=_id(apps["ready"], db_url),
     )
     broken = only_broken(flow)
@@ -150,9 +152,19 @@ def test_reordering_rows_is_detected(
     flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
 ) -> None:
     target = _id(apps["ready"], db_url)
-    execute(raw, "UPDATE transition_log SET seq = 100 WHERE record_id = :id AND seq = 2", id=target)
-    execute(raw, "UPDATE transition_log SET seq = 2 WHERE record_id = :id AND seq = 3", id=target)
-    execute(raw, "UPDATE transition_log SET seq = 3 WHERE record_id = :id AND seq = 100", id=target)
+    execute(
+        raw,
+        "UPDATE idcard_transition_log SET seq = 100 WHERE record_id = :id AND seq = 2",
+        id=target,
+    )
+    execute(
+        raw, "UPDATE idcard_transition_log SET seq = 2 WHERE record_id = :id AND seq = 3", id=target
+    )
+    execute(
+        raw,
+        "UPDATE idcard_transition_log SET seq = 3 WHERE record_id = :id AND seq = 100",
+        id=target,
+    )
     broken = only_broken(flow)
     assert (broken.record_id, broken.seq, broken.problem) == (apps["ready"].id, 2, "hash_mismatch")
 
@@ -162,8 +174,8 @@ def test_inserting_a_row_is_detected(
 ) -> None:
     # A forged 'mark_ready' appended to a submitted application, the record moved to match.
     target = apps["submitted"]
-    log = wf.Base.metadata.tables["transition_log"]
-    table = wf.Base.metadata.tables["applications"]
+    log = wf.Base.metadata.tables["idcard_transition_log"]
+    table = wf.Base.metadata.tables["idcard_applications"]
     with raw.begin() as conn:
         first = conn.execute(sa.select(log).where(log.c.record_id == target.id)).mappings().one()
         conn.execute(
@@ -189,7 +201,7 @@ def test_changing_the_state_column_is_detected(
 ) -> None:
     execute(
         raw,
-        "UPDATE applications SET state = 'collected' WHERE id = :id",
+        "UPDATE idcard_applications SET state = 'collected' WHERE id = :id",
         id=_id(apps["submitted"], db_url),
     )
     broken = only_broken(flow)
@@ -206,7 +218,7 @@ def test_changing_a_fixed_column_is_detected(
     # Turning a renewal into a replacement would excuse a missing old card.
     execute(
         raw,
-        "UPDATE applications SET kind = 'replacement' WHERE id = :id",
+        "UPDATE idcard_applications SET kind = 'replacement' WHERE id = :id",
         id=_id(apps["collected"], db_url),
     )
     broken = only_broken(flow)
@@ -221,7 +233,7 @@ def test_changing_a_fixed_column_is_detected(
 def test_a_deleted_record_with_history_is_detected(
     flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
 ) -> None:
-    execute(raw, "DELETE FROM applications WHERE id = :id", id=_id(apps["rejected"], db_url))
+    execute(raw, "DELETE FROM idcard_applications WHERE id = :id", id=_id(apps["rejected"], db_url))
     broken = only_broken(flow)
     assert (broken.record_id, broken.seq, broken.problem) == (
         apps["rejected"].id,
@@ -235,7 +247,9 @@ def test_a_record_without_history_is_detected(
     flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
 ) -> None:
     execute(
-        raw, "DELETE FROM transition_log WHERE record_id = :id", id=_id(apps["submitted"], db_url)
+        raw,
+        "DELETE FROM idcard_transition_log WHERE record_id = :id",
+        id=_id(apps["submitted"], db_url),
     )
     broken = only_broken(flow)
     assert (broken.record_id, broken.seq, broken.problem) == (

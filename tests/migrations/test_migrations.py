@@ -32,7 +32,9 @@ def tables(url: str) -> set[str]:
 def schema_differences(url: str) -> list[object]:
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "version_table": wf.VERSION_TABLE}
+        )
         diff = compare_metadata(context, wf.Base.metadata)
     engine.dispose()
     return list(diff)
@@ -46,7 +48,7 @@ def test_there_is_a_single_head() -> None:
 def test_upgrade_from_empty_builds_the_tables(empty_db_url: str) -> None:
     assert wf.current_revision(empty_db_url) is None
     wf.upgrade(empty_db_url)
-    assert {"applications", "transition_log"} <= tables(empty_db_url)
+    assert {"idcard_applications", "idcard_transition_log"} <= tables(empty_db_url)
     assert wf.current_revision(empty_db_url) == wf.head_revision()
 
 
@@ -58,7 +60,7 @@ def test_the_migrated_schema_equals_the_models(empty_db_url: str) -> None:
 def test_downgrade_to_base_removes_everything_and_upgrade_restores_it(empty_db_url: str) -> None:
     wf.upgrade(empty_db_url)
     wf.downgrade(empty_db_url, "base")
-    assert tables(empty_db_url) <= {"alembic_version"}
+    assert tables(empty_db_url) <= {"idcard_alembic_version"}
     assert wf.current_revision(empty_db_url) is None
     wf.upgrade(empty_db_url)
     assert schema_differences(empty_db_url) == []
@@ -102,10 +104,11 @@ def test_the_wheel_ships_the_migrations(tmp_path: Path) -> None:
     )
     (wheel,) = tmp_path.glob("idcard_workflow-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "migrations/env.py" in names
-    assert "migrations/script.py.mako" in names
-    assert any(n.startswith("migrations/versions/0001_") for n in names)
-    assert "workflow/__init__.py" in names and "models/tables.py" in names
+    assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"workflow"}
+    assert "workflow/migrations/env.py" in names
+    assert "workflow/migrations/script.py.mako" in names
+    assert any(n.startswith("workflow/migrations/versions/0006_") for n in names)
+    assert "workflow/models/tables.py" in names and "workflow/py.typed" in names
 
 
 def test_the_migrated_indexes_and_checks_are_the_models_word_for_word(empty_db_url: str) -> None:

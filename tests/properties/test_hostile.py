@@ -63,16 +63,21 @@ from workflow.models.citizen_id import normalize_citizen_id
 # -- the database under attack ----------------------------------------------------------------
 
 TABLES: dict[str, str] = {
-    "applications": "id",
-    "transition_log": "id",
-    "outbox": "id",
-    "command_requests": "request_id",
-    "loss_reports": "id",
-    "found_cards": "id",
+    "idcard_applications": "id",
+    "idcard_transition_log": "id",
+    "idcard_outbox": "id",
+    "idcard_command_requests": "request_id",
+    "idcard_loss_reports": "id",
+    "idcard_found_cards": "id",
 }
 """The tables commands write, with the column that orders their rows (the last two hold loss
 reports and found cards, and are watched where the database has them)."""
-REQUIRED_TABLES = ("applications", "transition_log", "outbox", "command_requests")
+REQUIRED_TABLES = (
+    "idcard_applications",
+    "idcard_transition_log",
+    "idcard_outbox",
+    "idcard_command_requests",
+)
 
 Snapshot = dict[str, list[tuple[Any, ...]]]
 
@@ -213,19 +218,19 @@ def arabic_indic(digits: str, *, extended: bool = False) -> str:
 
 
 SQL = (
-    "'; DROP TABLE applications; --",
+    "'; DROP TABLE idcard_applications; --",
     "1 OR 1=1",
     "' OR '1'='1' --",
-    "'); DELETE FROM transition_log; --",
-    "x'; UPDATE applications SET state = 'collected', version = version + 1; --",
-    "' UNION SELECT receipt_no FROM applications --",
+    "'); DELETE FROM idcard_transition_log; --",
+    "x'; UPDATE idcard_applications SET state = 'collected', version = version + 1; --",
+    "' UNION SELECT receipt_no FROM idcard_applications --",
     "%' OR citizen_id LIKE '%",
-    "'; TRUNCATE outbox; --",
+    "'; TRUNCATE idcard_outbox; --",
     "1; SELECT pg_sleep(10); --",
-    "\\'; DROP TABLE command_requests; --",
+    "\\'; DROP TABLE idcard_command_requests; --",
 )
 NUL = ("\x00", "abc\x00def", "\x00" * 64)
-HUGE = ("x" * 100_000, "9" * 100_000, "'; DROP TABLE applications; --" * 3_400)
+HUGE = ("x" * 100_000, "9" * 100_000, "'; DROP TABLE idcard_applications; --" * 3_400)
 ODD_UNICODE = (
     "\u202eevil\u202c",  # right-to-left override
     "\u200f\u200e",  # right-to-left and left-to-right marks
@@ -445,7 +450,7 @@ ACTOR = Param(
         V("clerk of another county", lambda ctx: clerk(OTHER_COUNTY)),
         V("reviewer of the acceptance county", lambda ctx: reviewer(ACCEPTANCE)),
         V("producer of another province", lambda ctx: producer(OTHER_COUNTY[:2])),
-        V("right actor, SQL id", _right_actor_with(id="'; DROP TABLE applications; --")),
+        V("right actor, SQL id", _right_actor_with(id="'; DROP TABLE idcard_applications; --")),
         V("right actor, RTL id", _right_actor_with(id="\u202eclerk-1\u202c")),
         V("right actor, emoji id", _right_actor_with(id="👨\u200d👩\u200d👧\u200d👦")),
         V("right actor, 64-char id", _right_actor_with(id="é" * 64)),
@@ -474,7 +479,7 @@ ACTOR = Param(
                 " acceptance_clerk",
                 "acceptance_clerk\x00",
                 "",
-                "'; DROP TABLE applications; --",
+                "'; DROP TABLE idcard_applications; --",
                 None,
                 1,
                 ["acceptance_clerk"],
@@ -664,7 +669,7 @@ CMD = Param(
         V("a new form as a dict", lambda ctx: _fresh_form_fields()),
         V("a new replacement form", lambda ctx: form(wf.Kind.REPLACEMENT, _fresh())),
         V("a form of a citizen with an open application", lambda ctx: form(wf.Kind.RENEWAL, 1)),
-        _form_with("a form, SQL name", name="'; DROP TABLE applications; --"),
+        _form_with("a form, SQL name", name="'; DROP TABLE idcard_applications; --"),
         _form_with("a form, RTL name", name="\u202eWang Fang\u202c"),
         _form_with("a form, emoji name", name="王芳 😀"),
         _form_with("a form, combining name", name="Wa\u0301ng Fa\u0301ng"),
@@ -715,7 +720,7 @@ CMD = Param(
                 "renewal ",
                 "first_application",
                 "",
-                "'; DROP TABLE applications; --",
+                "'; DROP TABLE idcard_applications; --",
                 1,
                 None,
             )
@@ -741,7 +746,7 @@ CMD = Param(
                 0,
                 19.99,
                 "20 yuan",
-                "20; DROP TABLE applications",
+                "20; DROP TABLE idcard_applications",
                 "NaN",
                 float("nan"),
                 float("inf"),
@@ -767,12 +772,12 @@ CMD = Param(
                 ("receipt_no", "AAAAAAAAAAAA"),
                 ("id", "00000000-0000-0000-0000-000000000000"),
                 ("submitted_at", "2000-01-01T00:00:00Z"),
-                ("'; DROP TABLE applications; --", 1),
+                ("'; DROP TABLE idcard_applications; --", 1),
             )
         ),
         V(
             "unvalidated form, SQL citizen id",
-            _constructed_form(citizen_id="'; DROP TABLE applications; --"),
+            _constructed_form(citizen_id="'; DROP TABLE idcard_applications; --"),
         ),
         V(
             "unvalidated form, bad check character",
@@ -837,7 +842,7 @@ OLD_CARD = Param(
             "",
             "true\x00",
             " true",
-            "'; DROP TABLE applications; --",
+            "'; DROP TABLE idcard_applications; --",
             "x" * 100_000,
             "\ud800",
             2,
@@ -890,7 +895,7 @@ NOTE = Param(
         const("The register records the person as deceased."),
         const("\u202eRTL note\u202c 😀"),
         const("x" * 2_000, "a 2000-char note"),
-        const("'; DROP TABLE applications; --"),
+        const("'; DROP TABLE idcard_applications; --"),
         const("   ", "a blank note"),
     ),
     hostile=(
@@ -1056,7 +1061,7 @@ AS_OF = Param(
         const(date(2026, 3, 2)),
         const("2026-03-02T09:00:00Z"),
         const("now"),
-        const("'; DROP TABLE applications; --"),
+        const("'; DROP TABLE idcard_applications; --"),
         const(1_772_442_000, "a unix time"),
         const(1.7e9),
         const(-1),
@@ -1093,7 +1098,7 @@ EVENT_IDS = Param(
         V("a pending id and zero", lambda ctx: [ctx.stage.event_ids[-1] + 1, 0]),
         V("a pending id and None", lambda ctx: [ctx.stage.event_ids[-1] + 1, None]),
         const([1] * 10_001, "10,001 ids"),
-        const(["'; DROP TABLE outbox; --"]),
+        const(["'; DROP TABLE idcard_outbox; --"]),
     ),
     generated=st.one_of(
         generated(

@@ -136,7 +136,7 @@ class Subject:
 
 class Applications(Subject):
     definition = wf.APPLICATION
-    table = "applications"
+    table = "idcard_applications"
     duplicate = wf.DuplicateApplication
 
     def creation(self, data: st.DataObject) -> Creation:
@@ -170,7 +170,7 @@ class Applications(Subject):
 
 class LossReports(Subject):
     definition = wf.LOSS_REPORT
-    table = "loss_reports"
+    table = "idcard_loss_reports"
     duplicate = wf.DuplicateLossReport
 
     def setup(self, flow: wf.Workflow) -> None:
@@ -211,7 +211,7 @@ class LossReports(Subject):
 
 class FoundCards(Subject):
     definition = wf.FOUND_CARD
-    table = "found_cards"
+    table = "idcard_found_cards"
     has_world = True
 
     def creation(self, data: st.DataObject) -> Creation:

@@ -213,9 +213,9 @@ class ApplicationWorkflowMachine(RuleBasedStateMachine):
 
     def counts(self) -> tuple[int, int]:
         with self.raw.connect() as conn:
-            apps = conn.execute(sa.text("SELECT count(*) FROM applications")).scalar_one()
+            apps = conn.execute(sa.text("SELECT count(*) FROM idcard_applications")).scalar_one()
             log = conn.execute(
-                sa.text("SELECT count(*) FROM transition_log WHERE machine = 'application'")
+                sa.text("SELECT count(*) FROM idcard_transition_log WHERE machine = 'application'")
             ).scalar_one()
         return apps, log
 
