@@ -4,7 +4,9 @@ Read-only views of a database (history, verification, overdue lists, what an act
 its migrations, the state diagrams and the demo. Every read command takes ``--json``.
 
 Citizen numbers are shown masked everywhere (JSON included) and receipt numbers never. Exit
-codes: 0 fine, 1 verification found damage, 2 a usage or input error, with a message on stderr.
+codes: 0 fine, 1 verification found damage, 2 a usage or input error (or a refusal: a demo over
+a database it did not create, a downgrade not confirmed), 3 the database or a migration failed;
+the message goes to stderr, in one line and without a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import sys
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from pydantic import BaseModel, ConfigDict, ValidationError
 from rich import box
@@ -32,7 +36,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 import workflow as wf
 from workflow import demo as demo_module
@@ -60,14 +64,21 @@ class ExitCode(IntEnum):
     DAMAGED = 1
     """`verify` found at least one damaged record."""
     USAGE = 2
-    """A usage or input error: the message on stderr names the option, field or rule."""
+    """A usage or input error, or a refusal (a demo over a database it did not create, a
+    downgrade not confirmed): the message on stderr names the option, field or rule."""
+    FAILED = 3
+    """The operation failed: the database could not be reached or read, or a migration failed.
+    The message on stderr names the cause."""
 
 
 EPILOG = (
     "Exit codes: 0 fine; 1 verify found a damaged record (or a history that is not a path of "
     "the machine); 2 usage or input error: a bad option, id, role or unit, an unknown "
-    "application, a database that is missing, unreachable or not at the latest revision (run "
-    f"'{PROG} db upgrade'), Graphviz missing. The message goes to stderr.\n\n"
+    "application or revision, a database file that is missing or not at the latest revision "
+    f"(run '{PROG} db upgrade'), Graphviz missing, a demo over a database it did not create "
+    "(without --force), a downgrade not confirmed (without --yes); 3 the operation failed: the "
+    "database can't be reached or read, or a migration failed. The message goes to stderr."
+    "\n\n"
     f"Database: --db URL, else the environment variable {DB_VARIABLE}, else {DEFAULT_DB_URL} "
     "(the demo's file, relative to the current directory).\n\n"
     "Citizen numbers are always shown masked, receipt numbers never; --json output too."
@@ -76,6 +87,10 @@ EPILOG = (
 
 class UsageError(Exception):
     """A mistake in the command line or its input, reported in one line with exit code 2."""
+
+
+class OperationFailed(Exception):
+    """The database or a migration failed, reported in one line with exit code 3."""
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -362,23 +377,64 @@ def upgrade(
     path = settings.sqlite_file
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    with _alembic_errors():
+    with _alembic_errors(settings):
         wf.upgrade(settings.db, revision)
-    typer.echo(f"{settings.shown} is at revision {wf.current_revision(settings.db)}")
+        now = wf.current_revision(settings.db)
+    typer.echo(f"{settings.shown} is at revision {now}")
 
 
 @db_app.command(epilog=EPILOG)
 def downgrade(
     ctx: typer.Context,
     revision: Annotated[str, typer.Argument(help="Target revision ('base' removes every table).")],
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Downgrade without asking for confirmation.")
+    ] = False,
 ) -> None:
-    """Migrate the database down to REVISION."""
+    """Migrate the database down to REVISION, dropping what the later revisions made (tables
+    and their data).
+
+    Asks first unless --yes; with no answer (stdin empty or closed) it refuses, with exit 2.
+    """
     settings = _settings(ctx)
     settings.require_existing()
-    with _alembic_errors():
+    with _alembic_errors(settings):
+        before = wf.current_revision(settings.db)
+    if not yes:
+        _confirm_downgrade(settings, before, revision)
+    with _alembic_errors(settings):
         wf.downgrade(settings.db, revision)
-    current = wf.current_revision(settings.db)
-    typer.echo(f"{settings.shown} is at revision {current or 'none (empty)'}")
+        after = wf.current_revision(settings.db)
+    typer.echo(f"{settings.shown} is at revision {after or 'none (empty)'}")
+
+
+def _confirm_downgrade(settings: Settings, before: str | None, revision: str) -> None:
+    """Ask on stderr whether to downgrade and read the answer from stdin; refuse (exit 2)
+    unless it is yes. (Not `typer.confirm`: it writes to stdout, which stays for output.)"""
+
+    def refuse(why: str) -> NoReturn:
+        _fail(
+            f"not downgrading {settings.shown} to revision {revision}: {why}; "
+            "pass --yes to downgrade without asking"
+        )
+
+    if sys.stdin is None or sys.stdin.closed:
+        refuse("no terminal to confirm on")
+    sys.stderr.write(
+        f"Downgrade {settings.shown} from revision {before or 'none (empty)'} to {revision}? "
+        "What the later revisions made is dropped, with its data. [y/N]: "
+    )
+    sys.stderr.flush()
+    try:
+        answer = sys.stdin.readline()
+    except (KeyboardInterrupt, OSError, ValueError):
+        answer = ""
+    if not answer.endswith("\n"):
+        sys.stderr.write("\n")  # end the prompt's line
+    if not answer:
+        refuse("no confirmation (no terminal, or no answer on stdin)")
+    if answer.strip().lower() not in {"y", "yes"}:
+        refuse("not confirmed")
 
 
 @db_app.command(epilog=EPILOG)
@@ -386,7 +442,8 @@ def current(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show the database's revision and the latest one."""
     settings = _settings(ctx)
     settings.require_existing()
-    now = wf.current_revision(settings.db)
+    with _alembic_errors(settings):
+        now = wf.current_revision(settings.db)
     head = wf.head_revision()
     revisions = Revisions(current=now, head=head, up_to_date=now == head)
     if as_json:
@@ -399,11 +456,22 @@ def current(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 
 @contextmanager
-def _alembic_errors() -> Iterator[None]:
+def _alembic_errors(settings: Settings) -> Iterator[None]:
+    """Turn what a migration or a revision query raises into one line: an unknown revision is
+    a usage error (2); a failed migration or database is `OperationFailed` (3), naming the
+    database and the cause. The library raises `wf.MigrationError`; raw Alembic and SQLAlchemy
+    errors (from older versions of it) are understood too. Other `wf.WorkflowError`s (a
+    missing file: `wf.NoDatabase`) pass on to `main`, which reports them with exit code 2."""
     try:
         yield
-    except CommandError as exc:  # an unknown revision, for one
-        _fail(f"revision: {exc}")
+    except (CommandError, RevisionError) as exc:  # an unknown revision, for one
+        _fail(f"revision: {_first_line(exc)}")
+    except wf.MigrationError as exc:
+        if isinstance(exc.__cause__, CommandError | RevisionError):
+            _fail(f"revision: {_first_line(exc.__cause__)}")
+        raise OperationFailed(f"{settings.shown}: {describe(exc)}") from exc
+    except (wf.StorageError, *DRIVER_ERRORS) as exc:
+        raise OperationFailed(f"{settings.shown}: {describe(exc)}") from exc
 
 
 # -- history ----------------------------------------------------------------------------------
@@ -632,17 +700,30 @@ def demo(
     seed: Annotated[
         int, typer.Option("--seed", help="Seed of the simulation: the same seed, the same counts.")
     ] = demo_module.DEFAULT_SEED,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace the file even if the demo did not create it (its data is lost).",
+        ),
+    ] = False,
 ) -> None:
     """Replay 90 days at four acceptance points into the database file.
 
-    The database must be a SQLite file, which is DELETED and recreated.
+    The database must be a SQLite file, which is DELETED and recreated. A file the demo did
+    not create (its header lacks the demo's PRAGMA application_id) is refused, with exit
+    code 2 and the file untouched, unless --force.
     """
     settings = _settings(ctx)
     path = settings.sqlite_file
     if path is None:
         _fail(f"--db: the demo needs a SQLite file database (sqlite:///PATH), not {settings.shown}")
+    elsewhere = f"choose another file with --db or {DB_VARIABLE}"
+    refused = None if force else demo_module.refusal(path.resolve(), elsewhere=elsewhere)
+    if refused is not None:
+        _fail(f"refusing to run the demo: {refused}")
     argv = ["--db", str(path), "--applications", str(applications), "--seed", str(seed)]
-    code = demo_module.main(argv)
+    code = demo_module.main([*argv, "--force"] if force else argv)
     if code:
         raise typer.Exit(code)
 
@@ -650,10 +731,37 @@ def demo(
 # -- entry point ------------------------------------------------------------------------------
 
 
-UserError = ValidationError | wf.WorkflowError | UsageError | OperationalError | ArgumentError
-USER_ERRORS = (ValidationError, wf.WorkflowError, UsageError, OperationalError, ArgumentError)
-"""What the program reports in a few lines with exit status 2 instead of a traceback: bad
-input, the library's refusals, and a database that can't be reached or named."""
+UserError = (
+    ValidationError
+    | wf.WorkflowError
+    | UsageError
+    | OperationFailed
+    | DBAPIError
+    | sqlite3.Error
+    | ArgumentError
+)
+USER_ERRORS = (
+    ValidationError,
+    wf.WorkflowError,
+    UsageError,
+    OperationFailed,
+    DBAPIError,
+    sqlite3.Error,
+    ArgumentError,
+)
+"""What the program reports in a few lines instead of a traceback: bad input and the library's
+refusals (exit status 2), and a database or migration that failed (3, see `exit_code`)."""
+DRIVER_ERRORS = (DBAPIError, sqlite3.Error)
+"""A database that failed, as SQLAlchemy wraps it or (raised while a connection is prepared,
+e.g. a file that is not a SQLite database) as the driver raised it."""
+FAILURES = (OperationFailed, *DRIVER_ERRORS, wf.MigrationError, wf.StorageError)
+"""The errors that mean the operation failed (exit status 3), not that the input was wrong."""
+
+
+def exit_code(exc: UserError) -> ExitCode:
+    """The exit status for a reported error: 3 when the database or a migration failed,
+    2 for a usage or input error."""
+    return ExitCode.FAILED if isinstance(exc, FAILURES) else ExitCode.USAGE
 
 
 def _report(message: str) -> None:
@@ -674,11 +782,17 @@ def describe(exc: UserError) -> str:
             f"the database is at revision {exc.current or 'none (empty)'}, this version needs "
             f"{exc.head}; run '{PROG} db upgrade' [{exc.code}]"
         )
+    if isinstance(exc, wf.MigrationError):
+        where = f"revision {exc.revision}" if exc.revision else "the migration"
+        cause = _first_line_of(exc.cause) or _first_line(exc.__cause__) or "unknown cause"
+        return f"{where} failed: {cause} [{exc.code}]"
     if isinstance(exc, wf.WorkflowError):
         cause = _first_line(exc.__cause__) if isinstance(exc, wf.StorageError) else ""
-        return f"{exc}{': ' + cause if cause else ''} [{exc.code}]"
-    if isinstance(exc, OperationalError):
+        return f"{_first_line(exc)}{': ' + cause if cause else ''} [{exc.code}]"
+    if isinstance(exc, DBAPIError):
         return f"the database failed: {_first_line(exc.orig) or _first_line(exc)}"
+    if isinstance(exc, sqlite3.Error):
+        return f"the database failed: {_first_line(exc)}"
     if isinstance(exc, ArgumentError):
         return f"--db: {_first_line(exc)}"
     return str(exc)
@@ -688,8 +802,12 @@ def _first_line(exc: BaseException | None) -> str:
     """The first line of an exception's message (driver messages go on with hints)."""
     if exc is None:
         return ""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    return _first_line_of(str(exc)) or type(exc).__name__
+
+
+def _first_line_of(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0].strip() if lines else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -698,7 +816,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         app(args=None if argv is None else list(argv))
     except USER_ERRORS as exc:
         _report(describe(exc))
-        return ExitCode.USAGE
+        return exit_code(exc)
     return ExitCode.OK
 
 

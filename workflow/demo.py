@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import random
+import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -65,6 +66,9 @@ PERIOD_DAYS = 90
 """Days replayed, the last of them being the day the demo ends on."""
 
 DEFAULT_DB = Path("var/demo.db")
+DEMO_MARKER = 0x49444344
+"""``PRAGMA application_id`` of every database the demo creates (``IDCD`` in ASCII): a later
+run replaces only a file that carries it, unless ``--force``."""
 DEFAULT_APPLICATIONS = 300
 DEFAULT_SEED = 20_260_301
 OLD_CARD_GUARD = "old_card_handed_back"
@@ -918,7 +922,13 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=DEFAULT_DB,
         metavar="PATH",
-        help=f"SQLite database file, recreated on every run (default: {DEFAULT_DB})",
+        help="SQLite database file, deleted and recreated on every run; a file the demo did not "
+        f"create is refused unless --force (default: {DEFAULT_DB})",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the file even if the demo did not create it (its data is lost)",
     )
     parser.add_argument(
         "--applications",
@@ -944,10 +954,55 @@ def _last_closed_day() -> date:
     return now.date() if now.time() >= CLOSES else now.date() - timedelta(days=1)
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_APPLICATION_ID_OFFSET = 68
+"""Where a SQLite file's header keeps ``PRAGMA application_id`` (4 bytes, big-endian)."""
+
+
+def is_demo_database(path: Path) -> bool:
+    """Whether ``path`` is a SQLite file the demo created: its header carries `DEMO_MARKER`.
+
+    Only the file's first 72 bytes are read; the file is not opened as a database."""
+    try:
+        with path.open("rb") as file:
+            header = file.read(_APPLICATION_ID_OFFSET + 4)
+    except OSError:
+        return False
+    return (
+        header.startswith(_SQLITE_MAGIC)
+        and len(header) == _APPLICATION_ID_OFFSET + 4
+        and int.from_bytes(header[_APPLICATION_ID_OFFSET:], "big") == DEMO_MARKER
+    )
+
+
+def refusal(path: Path, *, elsewhere: str = "choose another file with --db") -> str | None:
+    """Why the demo must not delete ``path``, or None when it may: the file is missing or
+    empty, or it is a database the demo created (`is_demo_database`). ``elsewhere`` says how
+    to choose another file."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    if not path.is_file():
+        return f"{path} exists and is not a file; {elsewhere}"
+    if path.stat().st_size == 0 or is_demo_database(path):
+        return None
+    return (
+        f"{path} exists and was not created by the demo, which deletes and recreates the "
+        f"database it runs on; pass --force to replace it (its data is lost), or {elsewhere}"
+    )
+
+
 def _recreate(path: Path) -> str:
+    """Delete ``path`` (and its journals) and create it again, empty and marked as the demo's."""
     path.parent.mkdir(parents=True, exist_ok=True)
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+    # Marked before the library opens it (in WAL mode), so the mark is in the file's header.
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute(f"PRAGMA application_id = {DEMO_MARKER}")
+        connection.commit()
+    finally:
+        connection.close()
     return f"sqlite:///{path}"
 
 
@@ -1096,8 +1151,12 @@ def _held_table(title: str, cards: Sequence[wf.FoundCardView], *, since: datetim
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; return the process exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     path: Path = args.db.resolve()
+    refused = None if args.force else refusal(path)
+    if refused is not None:
+        parser.exit(2, f"{parser.prog}: error: {refused}\n")
     url = _recreate(path)
     wf.upgrade(url)
     first_day = _last_closed_day() - timedelta(days=PERIOD_DAYS - 1)

@@ -41,7 +41,10 @@ class Cli:
         db: str | None = None,
         env_db: str | None = None,
         script: bool = False,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """Run the program; ``input`` is what is typed in (stdin is empty otherwise, never
+        the terminal the tests run on)."""
         env = dict(os.environ)
         env.pop(DB_VARIABLE, None)
         if env_db is not None:
@@ -57,6 +60,8 @@ class Cli:
             encoding="utf-8",
             timeout=120,
             check=False,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
         )
         output = result.stdout + result.stderr
         assert "Traceback" not in result.stderr, result.stderr
@@ -100,6 +105,7 @@ def bare_cli(tmp_path: Path) -> Cli:
 def tamper(url: str, statement: sa.Executable) -> None:
     """Run ``statement`` as someone with direct access to the database would, past the
     triggers that guard the tables (dropped on SQLite, disabled for the moment on PostgreSQL)."""
+    tables = (Application.__tablename__, TransitionLog.__tablename__)  # whatever they're called
     engine = sa.create_engine(url)
     try:
         with engine.begin() as conn:
@@ -107,18 +113,19 @@ def tamper(url: str, statement: sa.Executable) -> None:
                 names = conn.execute(
                     sa.text(
                         "SELECT name FROM sqlite_master WHERE type = 'trigger' "
-                        "AND tbl_name IN ('applications', 'transition_log')"
-                    )
+                        "AND tbl_name IN (:a, :b)"
+                    ),
+                    {"a": tables[0], "b": tables[1]},
                 ).scalars()
                 for name in list(names):
                     conn.exec_driver_sql(f'DROP TRIGGER "{name}"')
                 conn.execute(statement)
             else:
-                for table in ("applications", "transition_log"):
-                    conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+                for table in tables:
+                    conn.exec_driver_sql(f'ALTER TABLE "{table}" DISABLE TRIGGER USER')
                 conn.execute(statement)
-                for table in ("applications", "transition_log"):
-                    conn.exec_driver_sql(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+                for table in tables:
+                    conn.exec_driver_sql(f'ALTER TABLE "{table}" ENABLE TRIGGER USER')
     finally:
         engine.dispose()
 
@@ -389,7 +396,7 @@ def test_diagram_writes_markdown_and_svg_files(cli: Cli, office: Office, tmp_pat
         (["diagram", "--format", "md", "--application", "{app}"], "--application"),
         (["diagram", "--format", "png"], "--format"),
         (["diagram", "--machine", "no_such_machine"], "--machine"),
-        (["db", "downgrade", "no-such-revision"], "revision"),
+        (["db", "downgrade", "--yes", "no-such-revision"], "can't locate revision"),
     ],
 )
 def test_a_usage_error_exits_2_with_a_message_and_no_traceback(
@@ -417,11 +424,17 @@ def test_an_unmigrated_database_is_refused_with_exit_2(bare_cli: Cli, tmp_path: 
 def test_an_unreachable_database_is_one_line_without_the_password(bare_cli: Cli) -> None:
     pytest.importorskip("psycopg")
     url = "postgresql+psycopg://clerk:secret@127.0.0.1:1/idcards"
-    for command in (["db", "current"], ["verify"]):
+    for command in (["db", "current"], ["db", "upgrade"], ["db", "downgrade", "-y", "base"]):
         result = bare_cli(*command, db=url)
-        assert result.returncode == 2
+        assert result.returncode == 3, result.stderr  # the operation failed, not the input
+        assert result.stderr.count("\n") == 1, result.stderr
         assert "Connection refused" in result.stderr or "connection" in result.stderr.lower()
         assert "secret" not in result.stderr
+        assert "postgresql+psycopg://clerk:***@127.0.0.1:1/idcards" in result.stderr
+    result = bare_cli("verify", db=url)
+    assert result.returncode == 3
+    assert "connection" in result.stderr.lower()
+    assert "secret" not in result.stderr
 
 
 def test_time_stamps_in_json_are_aware_utc(cli: Cli, office: Office) -> None:
