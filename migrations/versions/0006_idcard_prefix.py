@@ -39,6 +39,9 @@ TABLES = (
 )
 """The library's tables before the prefix; a table comes after every table it refers to."""
 
+SERIAL_TABLES = ("transition_log", "outbox")
+"""Tables whose ``id`` draws from a sequence (PostgreSQL's bigserial)."""
+
 STATE_TABLES = (
     ("applications", "application", "submitted"),
     ("loss_reports", "loss_report", "reported"),
@@ -116,6 +119,8 @@ def _rename_postgresql(conn: Connection) -> None:
         for name in indexes.all():
             if not name.startswith(prefix):
                 conn.exec_driver_sql(f"ALTER INDEX {name} RENAME TO {prefix}{name}")
+        if table not in SERIAL_TABLES:
+            continue
         sequence = conn.exec_driver_sql(
             "SELECT pg_get_serial_sequence(%(t)s, 'id')", {"t": prefix + table}
         ).scalar()
