@@ -117,3 +117,15 @@ def test_with_the_filters_the_hosts_check_still_sees_the_hosts_own_changes(
     out = host.alembic("check", url=both_histories, check=False, HOST_EXTRA_MODEL="1")
     assert "New upgrade operations detected" in out, out
     assert "counter_notes" in out and "idcard_" not in out, out
+
+
+def test_a_failed_library_upgrade_leaves_the_database_as_it_was(
+    host: HostProject, empty_url: str
+) -> None:
+    host.alembic("upgrade", "head", url=empty_url)
+    result = host.scenario("clashing_upgrade", empty_url)
+    assert result["error"] is not None
+    assert result["workflow_error"] and result["code"] == "migration_failed", result["error"]
+    assert result["after"] == result["before"], result["error"]
+    # The table is one that revision 0004 creates: the error names that revision.
+    assert result["revision"] == "0004", result["error"]

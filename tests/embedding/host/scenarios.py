@@ -538,6 +538,28 @@ def library_get(app_id: str = "") -> dict[str, Any]:
         return {"state": view.state, "verified": flow.verify().ok}
 
 
+def clashing_upgrade() -> dict[str, Any]:
+    """``wf.upgrade`` on a database that already has a table of a name the library's revision
+    0004 creates: the failure, and every object before and after it."""
+    engine = plain_engine(URL)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE idcard_found_cards (id INTEGER PRIMARY KEY)")
+    engine.dispose()
+    before = inspect_database()
+    result: dict[str, Any] = {"error": None}
+    try:
+        wf.upgrade(URL)
+    except Exception as exc:
+        result.update(
+            error=describe(exc),
+            workflow_error=isinstance(exc, wf.WorkflowError),
+            code=getattr(exc, "code", None),
+            revision=getattr(exc, "revision", None),
+        )
+    result.update(before=before, after=inspect_database())
+    return result
+
+
 def inspect_database() -> dict[str, Any]:
     """Every named object in the database, both version tables, and the host's rows."""
     engine = plain_engine(URL)
@@ -598,6 +620,7 @@ def main(argv: list[str]) -> None:
         "library_submit": library_submit,
         "library_get": library_get,
         "inspect": inspect_database,
+        "clashing_upgrade": clashing_upgrade,
     }
     results = []
     for item in chain:
