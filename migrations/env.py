@@ -30,6 +30,15 @@ def include_name(name: str | None, type_: str, parent_names: object) -> bool:
     return type_ != "table" or (name or "").startswith(naming.PREFIX)
 
 
+APPLIED = "idcard_applied"
+"""``config.attributes`` key: the revisions this run applied (or undid), in order, so a caller
+can tell which one failed."""
+
+
+def _applied(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+    config.attributes.setdefault(APPLIED, []).append(step.up_revision_id)
+
+
 def _migrate(connection: Connection) -> None:
     naming.adopt_version_row(connection)
     options: dict[str, Any] = {naming.LEGACY_NAMES: naming.has_legacy_names(connection)}
@@ -40,6 +49,7 @@ def _migrate(connection: Connection) -> None:
         include_name=include_name,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        on_version_apply=_applied,
         **options,
     )
     with context.begin_transaction():

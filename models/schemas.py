@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 import uuid
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
@@ -103,6 +104,10 @@ class Actor(_Input):
         return self
 
 
+Documents = Annotated[AbstractSet[Document], AfterValidator(frozenset)]
+"""Any set of documents (a ``set`` or a ``frozenset``), kept as a ``frozenset``."""
+
+
 class SubmitApplication(_Input):
     """The remote-acceptance registration form, as filled in at the acceptance point."""
 
@@ -111,7 +116,7 @@ class SubmitApplication(_Input):
     name: Name
     hukou_region: DivisionCode
     acceptance_region: DivisionCode
-    documents: frozenset[Document]
+    documents: Documents
     fee_paid: Annotated[Decimal, Field(allow_inf_nan=False)]
     fee_waiver: FeeWaiver | None = None
 

@@ -13,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -90,34 +91,41 @@ def _current(conn: Connection) -> str | None:
 def _migrate(bind: str | URL | Engine, direction: str, revision: str) -> None:
     start: str | None = None
     with _engine(bind) as engine:
+        config = alembic_config(engine)
         try:
             with engine.connect() as conn:
                 start = _current(conn)
                 conn.rollback()
-            config = alembic_config(engine)
             getattr(command, direction)(config, revision)
         except WorkflowError:
             raise
-        except (SQLAlchemyError, CommandError, ValueError, OSError) as exc:
+        except (SQLAlchemyError, CommandError, RevisionError, ValueError, OSError) as exc:
             if isinstance(exc, SQLAlchemyError):
                 cause = str(DatabaseFailure.of(exc))
             else:
                 cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            failed = _failed_revision(direction, start, revision)
+            applied = list(config.attributes.get("idcard_applied", []))
+            failed = _failed_revision(direction, start, revision, applied)
             raise MigrationError(failed, cause) from exc
 
 
-def _failed_revision(direction: str, start: str | None, target: str) -> str | None:
-    """The first revision on the way from ``start`` to ``target``: the whole run is one
-    transaction, so that is where the database still is, and the failure is on the way."""
+def _failed_revision(
+    direction: str, start: str | None, target: str, applied: list[str]
+) -> str | None:
+    """The revision that failed: the first on the way from ``start`` to ``target`` that the
+    run did not get through (the whole run was rolled back, so the database is at ``start``)."""
     script = ScriptDirectory.from_config(alembic_config())
     try:
         if direction == "upgrade":
-            steps = list(script.iterate_revisions(target, start))
-            return steps[-1].revision if steps else None
-        return start
-    except CommandError:
+            path = [s.revision for s in reversed(list(script.iterate_revisions(target, start)))]
+        else:
+            path = [s.revision for s in script.iterate_revisions(start, target)]
+    except (CommandError, RevisionError):
         return None
+    for revision in path:
+        if revision not in applied:
+            return revision
+    return None
 
 
 def upgrade(bind: str | URL | Engine, revision: str = "head") -> None:
@@ -149,6 +157,11 @@ def current_revision(bind: str | URL | Engine) -> str | None:
 def require_head(store: Store) -> None:
     """Raise `SchemaOutOfDate` unless the store's database is at the latest revision."""
     with store.transaction(write=False) as conn:
-        current = _current(conn)
+        require_head_on(conn)
+
+
+def require_head_on(conn: Connection) -> None:
+    """Raise `SchemaOutOfDate` unless the connection's database is at the latest revision."""
+    current = _current(conn)
     if current != head_revision():
         raise SchemaOutOfDate(current, head_revision())

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from sqlalchemy.engine import Connection
 
-from workflow.db import require_head
+from workflow.db import require_head, require_head_on
 from workflow.definition import Definition
 from workflow.engine import (
     Clock,
@@ -118,11 +118,17 @@ class Workflow:
 
     def __init__(self, bind: Bind, *, clock: Clock | None = None) -> None:
         self._store = Store(bind)
-        try:
-            require_head(self._store)
-        except BaseException:
-            self._store.close()
-            raise
+        if self._store.session is None:
+            try:
+                require_head(self._store)
+            except BaseException:
+                self._store.close()
+                raise
+        else:
+            # A Session is the host's: making the workflow must not begin its transaction
+            # (a host may make it first and open `with session.begin():` after). The schema is
+            # checked in the first command's own transaction instead.
+            self._store.check_first = require_head_on
         self._executor = Executor(self._store, RequestRepository(), clock or system_clock)
         self._applications = ApplicationRepository()
         self._loss_reports = LossReportRepository()

@@ -187,6 +187,10 @@ class Store:
     lock_table = "idcard_command_requests"
     """A table of the library's that a no-op write locks (SQLite); no trigger fires on it."""
 
+    check_first: Callable[[Connection], None] | None = None
+    """Run on the connection of the next transaction, until it passes once (a deferred check
+    of the schema, for binds whose transaction is the caller's)."""
+
     def __init__(self, bind: Bind) -> None:
         self._session: Session | scoped_session[Session] | None = None
         self._owns_engine = isinstance(bind, (str, URL))
@@ -238,6 +242,9 @@ class Store:
             session = self.session
             if session is not None:
                 with self._joined(session, write=write) as conn:
+                    if self.check_first is not None:
+                        self.check_first(conn)
+                        self.check_first = None
                     yield conn
                 return
             with self.engine.connect() as conn:

@@ -242,7 +242,8 @@ def begin_block_after_workflow_made(session: Any) -> dict[str, Any]:
     """The Workflow made before the host's ``with session.begin():`` block (as a host that
     makes it once per session does): making it must not leave a transaction begun."""
     flow = wf.Workflow(session)
-    in_transaction = session.in_transaction()
+    current = session() if isinstance(session, scoped_session) else session  # Flask's, too
+    in_transaction = current.in_transaction()
     with session.begin():
         app = flow.submit(form(), actor=CLERK)
     return {"in_transaction_after_init": in_transaction, "found_after": found(app.id)}
