@@ -17,7 +17,6 @@ from statemachine import State as SMState
 
 import workflow as wf
 from workflow import diagrams
-from workflow.definition import Definition, EventRule, Guard, Permission, ProcessMachine
 from workflow.diagrams import (
     REGENERATE,
     GraphvizMissing,
@@ -30,9 +29,13 @@ from workflow.diagrams import (
     svg,
     transition_table,
 )
-from workflow.found_card import FOUND_CARD
-from workflow.loss_report import LOSS_REPORT
-from workflow.machine import APPLICATION
+from workflow.diagrams.__main__ import main
+from workflow.engine.definition import Definition, EventRule, Guard, Permission, ProcessMachine
+from workflow.engine.registry import Machine
+from workflow.machines import REACTIONS, REGISTRY
+from workflow.machines.application import APPLICATION
+from workflow.machines.found_card import FOUND_CARD
+from workflow.machines.loss_report import LOSS_REPORT
 from workflow.models.schemas import NoPayload
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -68,7 +71,7 @@ def small(
     summary: str = "Moves on.",
 ) -> Definition:
     """A fresh machine class (new objects every call) compiled into a definition."""
-    guard = Guard(guard_name, rule, check=lambda r, p: True, facts=lambda r, p: {})
+    guard = Guard(guard_name, rule, facts=lambda r, p: {}, holds=lambda r, f: True)
     clerk = Permission("acceptance_clerk", "acceptance_region", description="a clerk")
     validators = [guard.validator] if guarded else []
 
@@ -132,7 +135,15 @@ def test_the_dot_text_embeds_no_object_ids() -> None:
     assert not re.search(r"\b\d{9,}\b|0x[0-9a-f]{6,}", dot(APPLICATION))
 
 
-@pytest.mark.parametrize("name", ["state-machine.md", "state-machine.svg"])
+COMMITTED = [
+    name
+    for page in diagrams.artifacts(DOCS, with_svg=False)
+    for name in (page.name, page.with_suffix(".svg").name)
+]
+"""Every machine of the registry's page and SVG under docs/."""
+
+
+@pytest.mark.parametrize("name", COMMITTED)
 def test_the_committed_docs_equal_freshly_generated_output(name: str) -> None:
     fresh = diagrams.artifacts(DOCS, with_svg=name.endswith(".svg"))
     path = DOCS / name
@@ -148,10 +159,10 @@ def test_the_committed_docs_equal_freshly_generated_output(name: str) -> None:
 def test_the_command_reports_fresh_docs_and_writes_a_new_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert diagrams.main(["--check"]) == 0
-    assert diagrams.main(["--check", "--docs", str(tmp_path)]) == 1
+    assert main(["--check"]) == 0
+    assert main(["--check", "--docs", str(tmp_path)]) == 1
     assert REGENERATE in capsys.readouterr().err
-    assert diagrams.main(["--docs", str(tmp_path)]) == 0
+    assert main(["--docs", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "found-card.md",
         "found-card.svg",
@@ -165,10 +176,37 @@ def test_the_command_reports_fresh_docs_and_writes_a_new_folder(
     )
 
 
+def test_every_registered_machine_gets_a_page() -> None:
+    fresh = diagrams.artifacts(DOCS, with_svg=False)
+    pages = {text.splitlines()[0]: path.name for path, text in fresh.items()}
+    assert len(pages) == len(REGISTRY)
+    for machine in REGISTRY:
+        assert f"# The `{machine.name}` state machine" in pages
+
+
+@pytest.mark.parametrize("machine", REGISTRY, ids=lambda m: m.name)
+def test_the_page_of_a_machine_lists_its_reactions_between_machines_in_words(
+    machine: Machine[Any, Any],
+) -> None:
+    text = document(machine.definition)
+    section = text.split("## Reactions between machines\n", 1)[1].split("\n## ", 1)[0]
+    own = [r for r in REACTIONS if r.machine == machine.name]
+    for reaction in own:
+        assert f"- **`{reaction.event}`**, when {reaction.when}: {reaction.does}." in section
+    assert section.count("\n- ") == len(own)
+    if not own:
+        assert f"No event of the `{machine.name}` machine sets off another machine" in section
+
+
+def test_the_reactions_are_words_on_the_page_not_arrows_of_the_diagram() -> None:
+    # The reactions are words on the page, not arrows: the pictures depend on the definition only.
+    assert "Reactions" not in mermaid(APPLICATION) + dot(APPLICATION)
+
+
 def test_the_command_prints_the_fingerprint_of_the_installed_code(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert diagrams.main(["--fingerprints"]) == 0
+    assert main(["--fingerprints"]) == 0
     assert capsys.readouterr().out == (
         f"application {fingerprint(APPLICATION)}\n"
         f"loss_report {fingerprint(LOSS_REPORT)}\n"
