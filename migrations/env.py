@@ -17,9 +17,9 @@ from typing import Any
 from alembic import context
 from sqlalchemy.engine import Connection, Engine
 
+from workflow.engine.store import create_engine, sqlite_transaction
 from workflow.migrations import naming
 from workflow.models import Base
-from workflow.store import create_engine, sqlite_transaction
 
 config = context.config
 target_metadata = Base.metadata

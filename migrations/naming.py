@@ -64,39 +64,78 @@ def _version_table(table: str) -> sa.Table:
     )
 
 
+def _legacy_schema_revision(connection: Connection) -> str | None:
+    """The revision a database made before the prefix is at, read from its schema, or None if
+    the unprefixed tables are not the library's.
+
+    A row in ``alembic_version`` says nothing alone: a host's Alembic may number its own
+    revisions 0001, 0002, ... too. The library's unprefixed tables are recognised by their
+    columns, and each revision by what it added.
+    """
+    inspector = sa.inspect(connection)
+    tables = set(inspector.get_table_names())
+    if not {"applications", "transition_log"} <= tables:
+        return None
+    log = {c["name"] for c in inspector.get_columns("transition_log")}
+    apps = {c["name"] for c in inspector.get_columns("applications")}
+    if not (
+        {"machine", "record_id", "seq", "event", "from_state", "to_state", "actor_role"} <= log
+        and {"receipt_no", "citizen_id", "hukou_region", "state", "version"} <= apps
+    ):
+        return None
+    if "hash" not in log:
+        return "0001"
+    if "allowed_transitions" not in tables:
+        return "0002"
+    if "loss_reports" not in tables:
+        return "0003"
+    if connection.dialect.name == "sqlite":
+        published = connection.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'transition_log_publish'"
+        ).first()
+    else:
+        published = connection.exec_driver_sql(
+            "SELECT 1 FROM pg_trigger WHERE tgname = 'transition_log_publish' "
+            "AND tgrelid = 'transition_log'::regclass"
+        ).first()
+    return "0005" if published else "0004"
+
+
 def legacy_revision(connection: Connection) -> str | None:
     """The library's revision recorded in ``alembic_version`` by a database made before the
-    prefix, or None."""
+    prefix, or None: only a row equal to what the unprefixed schema shows counts."""
     if not sa.inspect(connection).has_table(LEGACY_VERSION_TABLE):
         return None
+    schema = _legacy_schema_revision(connection)
+    if schema is None:
+        return None
     legacy = _version_table(LEGACY_VERSION_TABLE)
-    for (version,) in connection.execute(sa.select(legacy.c.version_num)):
-        if version in LEGACY_REVISIONS:
-            return str(version)
-    return None
+    rows = {str(v) for (v,) in connection.execute(sa.select(legacy.c.version_num))}
+    return schema if schema in rows else None
 
 
 def adopt_version_row(connection: Connection) -> None:
     """Move the library's row from ``alembic_version`` into ``idcard_alembic_version``.
 
-    A row there is the library's when it names one of the revisions that used that table; any
-    other row (a host's) is never read past its value, changed or deleted. Runs in the
-    migration's transaction, so it happens with the rest of the upgrade or not at all.
+    Only a database that has no row of its own in ``idcard_alembic_version`` and whose
+    unprefixed tables are the library's is handed over, and only the one row naming the
+    revision its schema shows; any other row (a host's) is left alone. Runs in the migration's
+    transaction, so it happens with the rest of the upgrade or not at all.
     """
     inspector = sa.inspect(connection)
-    if not inspector.has_table(LEGACY_VERSION_TABLE):
-        return
-    legacy = _version_table(LEGACY_VERSION_TABLE)
-    ours = [
-        v for (v,) in connection.execute(sa.select(legacy.c.version_num)) if v in LEGACY_REVISIONS
-    ]
-    if not ours:
-        return
     current = _version_table(VERSION_TABLE)
+    if (
+        inspector.has_table(VERSION_TABLE)
+        and connection.execute(sa.select(current.c.version_num)).first()
+    ):
+        return
+    ours = legacy_revision(connection)
+    if ours is None:
+        return
     current.create(connection, checkfirst=True)
-    if connection.execute(sa.select(sa.func.count()).select_from(current)).scalar_one() == 0:
-        connection.execute(current.insert(), [{"version_num": v} for v in ours])
-    connection.execute(legacy.delete().where(legacy.c.version_num.in_(ours)))
+    connection.execute(current.insert(), [{"version_num": ours}])
+    legacy = _version_table(LEGACY_VERSION_TABLE)
+    connection.execute(legacy.delete().where(legacy.c.version_num == ours))
 
 
 def has_legacy_names(connection: Connection) -> bool:

@@ -18,7 +18,7 @@ class Kind(StrEnum):
 
 
 class State(StrEnum):
-    """The states of an application; the machine in `workflow.machine` gives them their order."""
+    """The states of an application (`workflow.machines.application` orders them)."""
 
     SUBMITTED = "submitted"
     TRANSMITTED = "transmitted"

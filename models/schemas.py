@@ -153,6 +153,17 @@ class CollectPayload(_Input):
     old_card_returned: bool = False
 
 
+class ExtendPayload(_Input):
+    """The statutory extension of the 60-day limit, where transport is difficult."""
+
+    days: Annotated[int, Field(strict=True, ge=1, le=30)]
+    """By how many days ``due_at`` moves: 1 to 30."""
+    reason: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), _PLAIN
+    ]
+    """Why the card can't be issued in time (the transport difficulty), in words."""
+
+
 class WithdrawPayload(_Input):
     """What the clerk checks when a loss report is withdrawn."""
 

@@ -175,6 +175,8 @@ def good_payload(event: str, view: wf.ApplicationView) -> dict[str, object]:
         return {"ground": "identity_mismatch"}
     if event == "collect":
         return {"receipt_no": view.receipt_no, "old_card_returned": True}
+    if event == "extend_deadline":
+        return {"days": 10, "reason": "the mountain road is closed by snow"}
     return {}
 
 

@@ -4,7 +4,7 @@ The public API; see ``docs/embedding.md``.
 """
 
 from workflow.aio import AsyncWorkflow
-from workflow.db import (
+from workflow.engine.migrate import (
     current_revision,
     downgrade,
     head_revision,
@@ -12,6 +12,8 @@ from workflow.db import (
     include_object,
     upgrade,
 )
+from workflow.engine.store import create_engine
+from workflow.engine.verification import BrokenRecord, VerificationReport
 from workflow.errors import (
     ConcurrentUpdate,
     ConfigurationError,
@@ -28,9 +30,9 @@ from workflow.errors import (
     StorageError,
     WorkflowError,
 )
-from workflow.found_card import FOUND_CARD, FoundCardMachine
-from workflow.loss_report import LOSS_REPORT, LossReportMachine
-from workflow.machine import APPLICATION, ApplicationMachine
+from workflow.machines.application import APPLICATION, ApplicationMachine
+from workflow.machines.found_card import FOUND_CARD, FoundCardMachine
+from workflow.machines.loss_report import LOSS_REPORT, LossReportMachine
 from workflow.models import Base
 from workflow.models.enums import (
     Document,
@@ -50,6 +52,7 @@ from workflow.models.schemas import (
     Condition,
     EventOption,
     Explanation,
+    ExtendPayload,
     FoundCardView,
     LossReportView,
     PendingEvent,
@@ -58,9 +61,7 @@ from workflow.models.schemas import (
     TransitionRecord,
 )
 from workflow.models.tables import TABLE_PREFIX, VERSION_TABLE
-from workflow.service import MACHINES, Workflow
-from workflow.store import create_engine
-from workflow.verification import BrokenRecord, VerificationReport
+from workflow.service import MACHINES, Handle, Workflow
 
 __all__ = [
     "APPLICATION",
@@ -85,11 +86,13 @@ __all__ = [
     "DuplicateLossReport",
     "EventOption",
     "Explanation",
+    "ExtendPayload",
     "FeeWaiver",
     "FoundCardMachine",
     "FoundCardState",
     "FoundCardView",
     "GuardFailed",
+    "Handle",
     "IdempotencyConflict",
     "IllegalTransition",
     "Kind",

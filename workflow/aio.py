@@ -25,7 +25,8 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
 
-from workflow.engine import Clock
+from workflow.engine.runner import Clock
+from workflow.engine.verification import VerificationReport
 from workflow.errors import ConfigurationError
 from workflow.models.enums import RejectionGround
 from workflow.models.schemas import (
@@ -40,7 +41,6 @@ from workflow.models.schemas import (
     TransitionRecord,
 )
 from workflow.service import Workflow
-from workflow.verification import VerificationReport
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_scoped_session
@@ -236,6 +236,22 @@ class AsyncWorkflow:
                 receipt_no=receipt_no,
                 old_card_returned=old_card_returned,
                 request_id=request_id,
+            )
+        )
+
+    async def extend_deadline(
+        self,
+        app_id: uuid.UUID,
+        *,
+        actor: Actor,
+        days: int,
+        reason: str,
+        request_id: str | None = None,
+    ) -> ApplicationView:
+        """The statutory extension of the 60-day limit: 1 to 30 days, once, with the reason."""
+        return await self._run(
+            lambda f: f.extend_deadline(
+                app_id, actor=actor, days=days, reason=reason, request_id=request_id
             )
         )
 

@@ -1,78 +1,58 @@
 """The `Workflow` facade: the commands and queries of the three systems.
 
 Remote acceptance (applications), loss reporting (loss reports) and lost-and-found (found
-cards) each have their own machine; they run on the same engine, log, enforcement and outbox.
-The rules that join them (a replacement application files a loss report, collecting it closes
-the report, returning a found card withdraws it) are carried out here, in the transaction of
-the command that causes them.
+cards) each have their own machine (`workflow.machines`); they run on the same engine, log,
+enforcement and outbox. The facade holds one typed `Handle` per machine (``applications``,
+``loss_reports``, ``found_cards``: create, fire, fire many, get, history, explain); the named
+commands are one-line wrappers around them. The rules that join the machines are the engine's
+to run (`workflow.machines.reactions`), whichever command or path fires the event.
 """
 
 from __future__ import annotations
 
-import secrets
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar, cast
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from sqlalchemy.engine import Connection
 
-from workflow.db import require_head, require_head_on
-from workflow.definition import Definition
-from workflow.engine import (
+from workflow.engine.definition import Definition
+from workflow.engine.migrate import require_head, require_head_on
+from workflow.engine.records import OutboxRepository, RequestRepository
+from workflow.engine.registry import Machine
+from workflow.engine.runner import (
     Clock,
     Executor,
-    Request,
     Runner,
-    as_actor,
     as_record_id,
     from_row,
-    shown,
     system_clock,
 )
-from workflow.errors import DuplicateApplication, DuplicateLossReport, NotFound
-from workflow.found_card import FOUND_CARD
-from workflow.loss_report import LOSS_REPORT
-from workflow.machine import APPLICATION, ISSUE_WITHIN
-from workflow.models.citizen_id import mask_citizen_id
-from workflow.models.enums import Kind, RejectionGround
+from workflow.engine.store import Bind, Store
+from workflow.engine.verification import VerificationReport, merge, verify
+from workflow.errors import NotFound
+from workflow.machines import MACHINES, REGISTRY, application, loss_report
+from workflow.machines.reactions import REACTIONS
+from workflow.models.enums import RejectionGround
 from workflow.models.schemas import (
     HIDDEN,
     Actor,
     ApplicationView,
-    BulkRefusal,
     BulkReport,
     CitizenId,
     Explanation,
     FoundCardView,
     LossReportView,
-    NoPayload,
     PendingEvent,
-    ReturnPayload,
     SubmitApplication,
     TransitionRecord,
-    WithdrawPayload,
 )
-from workflow.repository import (
-    ApplicationRepository,
-    FoundCardRepository,
-    LossReportRepository,
-    OutboxRepository,
-    RequestRepository,
-)
-from workflow.store import Bind, Store
-from workflow.verification import VerificationReport, merge, verify
 
-RECEIPT_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-"""Receipt characters: no 0/O or 1/I, which are misread on paper."""
-RECEIPT_LENGTH = 12
-"""12 characters of 32: 60 bits, unguessable."""
+A = TypeVar("A")
+V = TypeVar("V", bound=BaseModel)
 
-MACHINES: tuple[Definition, ...] = (APPLICATION, LOSS_REPORT, FOUND_CARD)
-"""Every machine the library runs."""
-
-_FORM = TypeAdapter(SubmitApplication)
 _CITIZEN = TypeAdapter(CitizenId, config=HIDDEN)
 _LIMIT = TypeAdapter(Annotated[int, Field(strict=True, ge=1, le=10_000)], config=HIDDEN)
 _EVENT_IDS = TypeAdapter(
@@ -81,7 +61,6 @@ _EVENT_IDS = TypeAdapter(
     ],
     config=HIDDEN,
 )
-_IDS = TypeAdapter(Annotated[list[uuid.UUID], Field(max_length=1_000_000)], config=HIDDEN)
 _BATCH = TypeAdapter(Annotated[int, Field(strict=True, ge=1, le=100_000)], config=HIDDEN)
 
 
@@ -102,9 +81,66 @@ class OverdueQuery(BaseModel):
             raise ValueError("must be an instant that can be expressed in UTC") from None
 
 
-def new_receipt_no() -> str:
-    """A fresh receipt number from the operating system's secure random source."""
-    return "".join(secrets.choice(RECEIPT_ALPHABET) for _ in range(RECEIPT_LENGTH))
+class Handle(Generic[A, V]):
+    """The commands and queries of one machine, typed by what creates a record (``A``) and
+    the view its records come back as (``V``)."""
+
+    def __init__(self, runner: Runner, machine: Machine[A, V]) -> None:
+        self._runner = runner
+        self.machine = machine
+        self.definition: Definition = machine.definition
+
+    def _view(self, row: Mapping[Any, Any]) -> V:
+        return from_row(self.machine.view, row)
+
+    def create(self, argument: A, *, actor: Actor, request_id: str | None = None) -> V:
+        """Create a record in the initial state (the machine's creation event)."""
+        return self._view(self._runner.create(argument, actor=actor, request_id=request_id))
+
+    def fire(
+        self,
+        record_id: uuid.UUID,
+        event: str,
+        *,
+        actor: Actor,
+        request_id: str | None = None,
+        **payload: Any,
+    ) -> V:
+        """Apply ``event`` by name; ``payload`` is the event's arguments. An unknown event
+        raises `IllegalTransition`. With a ``request_id``, a retry of a command that took
+        effect returns the same result and changes nothing."""
+        row = self._runner.fire(
+            record_id, event, actor=actor, payload=payload, request_id=request_id
+        )
+        return self._view(row)
+
+    def fire_many(
+        self,
+        record_ids: Iterable[uuid.UUID],
+        event: str,
+        *,
+        actor: Actor,
+        chunk_size: int = 1000,
+        **payload: Any,
+    ) -> BulkReport:
+        """Apply one event to many records set-based, a chunk per transaction: each checked
+        exactly as a single command checks it; the report lists the moved and the refused."""
+        return self._runner.fire_many(
+            record_ids, event, actor=actor, payload=payload, chunk_size=chunk_size
+        )
+
+    def get(self, record_id: uuid.UUID) -> V:
+        """The record as it is now."""
+        return self._view(self._runner.get(record_id))
+
+    def history(self, record_id: uuid.UUID) -> list[TransitionRecord]:
+        """Every transition of the record, oldest first; the first is its creation."""
+        return self._runner.history(record_id)
+
+    def explain(self, record_id: uuid.UUID, actor: Actor) -> Explanation:
+        """The events ``actor`` could fire on the record now and, for each one it can't, every
+        reason (role, unit, state); each event's guards are listed as conditions."""
+        return self._runner.explain(record_id, actor)
 
 
 class Workflow:
@@ -115,6 +151,10 @@ class Workflow:
     database must be at the latest revision (`workflow.upgrade`). ``clock`` returns the current
     time as an aware datetime (default: the real clock).
     """
+
+    applications: Handle[SubmitApplication, ApplicationView]
+    loss_reports: Handle[str, LossReportView]
+    found_cards: Handle[str, FoundCardView]
 
     def __init__(self, bind: Bind, *, clock: Clock | None = None) -> None:
         self._store = Store(bind)
@@ -130,13 +170,34 @@ class Workflow:
             # checked in the first command's own transaction instead.
             self._store.check_first = require_head_on
         self._executor = Executor(self._store, RequestRepository(), clock or system_clock)
-        self._applications = ApplicationRepository()
-        self._loss_reports = LossReportRepository()
-        self._found_cards = FoundCardRepository()
         self._outbox = OutboxRepository()
-        self._runner = Runner(self._executor, APPLICATION, self._applications)
-        self._loss = Runner(self._executor, LOSS_REPORT, self._loss_reports)
-        self._found = Runner(self._executor, FOUND_CARD, self._found_cards)
+        self._runners: dict[str, Runner] = {}
+        for machine in REGISTRY:
+            self._runners[machine.name] = Runner(self._executor, machine, self._react)
+        self._handles: dict[str, Handle[Any, Any]] = {
+            m.name: Handle(self._runners[m.name], m) for m in REGISTRY
+        }
+        self.applications = cast(
+            Handle[SubmitApplication, ApplicationView], self._handles[application.APPLICATION.name]
+        )
+        self.loss_reports = cast(
+            Handle[str, LossReportView], self._handles[loss_report.LOSS_REPORT.name]
+        )
+        self.found_cards = cast(Handle[str, FoundCardView], self._handles["found_card"])
+
+    def handle(self, machine: str) -> Handle[Any, Any]:
+        """The handle of the registered machine of this name."""
+        try:
+            return self._handles[machine]
+        except KeyError:
+            raise KeyError(f"no machine {machine!r}; machines: {sorted(self._handles)}") from None
+
+    def _react(
+        self, conn: Connection, machine: str, event: str, record: Mapping[str, Any], actor: Actor
+    ) -> None:
+        for reaction in REACTIONS:
+            if reaction.machine == machine and reaction.event == event:
+                reaction.run(self._runners, conn, record, actor)
 
     def close(self) -> None:
         """Release the connections of an engine the workflow opened from a URL."""
@@ -153,58 +214,21 @@ class Workflow:
     def submit(
         self, cmd: SubmitApplication, *, actor: Actor, request_id: str | None = None
     ) -> ApplicationView:
-        """Accept an application at the acceptance point: (new) → submitted.
-
-        A replacement also files a loss report for the citizen in the same transaction, unless
-        one is active already: applying for a replacement counts as reporting the loss.
-        """
-        cmd = _FORM.validate_python(cmd)
-        actor = as_actor(actor)
-        request = Request.of(request_id, APPLICATION.name, "submit", None, actor, cmd)
-
-        def duplicate() -> DuplicateApplication:
-            return DuplicateApplication(mask_citizen_id(cmd.citizen_id))
-
-        def work(conn: Connection) -> tuple[uuid.UUID, dict[str, Any]]:
-            now = self._executor.now()
-            values = _application_values(cmd, now)
-            self._runner.may_create(actor, values)
-            if self._applications.has_open(conn, cmd.citizen_id):
-                raise duplicate()
-            row = self._runner.create_in(conn, values, actor=actor, now=now)
-            if cmd.kind is Kind.REPLACEMENT and not self._loss_reports.active_for(
-                conn, cmd.citizen_id
-            ):
-                self._loss.create_in(
-                    conn,
-                    _loss_report_values(cmd.citizen_id, actor.unit, now, row["id"]),
-                    actor=actor,
-                    now=now,
-                )
-            return row["id"], row
-
-        row = self._executor.execute(
-            request,
-            work,
-            # A racing submission that passed the check above meets the partial unique index.
-            conflicts={
-                "idcard_uq_applications_open_citizen": duplicate,
-                "idcard_applications.citizen_id": duplicate,
-            },
-        )
-        return _view(row)
+        """Accept an application at the acceptance point: (new) → submitted. A replacement
+        also files a loss report for the citizen, unless one is active already."""
+        return self.applications.create(cmd, actor=actor, request_id=request_id)
 
     def transmit(
         self, app_id: uuid.UUID, *, actor: Actor, request_id: str | None = None
     ) -> ApplicationView:
         """Send the application to the household-registration county: submitted → transmitted."""
-        return self.fire(app_id, "transmit", actor=actor, request_id=request_id)
+        return self.applications.fire(app_id, "transmit", actor=actor, request_id=request_id)
 
     def approve(
         self, app_id: uuid.UUID, *, actor: Actor, request_id: str | None = None
     ) -> ApplicationView:
         """The household-registration county signs off: transmitted → approved."""
-        return self.fire(app_id, "approve", actor=actor, request_id=request_id)
+        return self.applications.fire(app_id, "approve", actor=actor, request_id=request_id)
 
     def reject(
         self,
@@ -216,7 +240,7 @@ class Workflow:
         request_id: str | None = None,
     ) -> ApplicationView:
         """The household-registration county refuses, with its ground: transmitted → rejected."""
-        return self.fire(
+        return self.applications.fire(
             app_id, "reject", actor=actor, request_id=request_id, ground=ground, note=note
         )
 
@@ -224,13 +248,13 @@ class Workflow:
         self, app_id: uuid.UUID, *, actor: Actor, request_id: str | None = None
     ) -> ApplicationView:
         """The card is produced and checked: approved → produced."""
-        return self.fire(app_id, "produce", actor=actor, request_id=request_id)
+        return self.applications.fire(app_id, "produce", actor=actor, request_id=request_id)
 
     def mark_ready(
         self, app_id: uuid.UUID, *, actor: Actor, request_id: str | None = None
     ) -> ApplicationView:
         """The card is at the acceptance point and verified: produced → ready."""
-        return self.fire(app_id, "mark_ready", actor=actor, request_id=request_id)
+        return self.applications.fire(app_id, "mark_ready", actor=actor, request_id=request_id)
 
     def collect(
         self,
@@ -242,17 +266,29 @@ class Workflow:
         request_id: str | None = None,
     ) -> ApplicationView:
         """The applicant takes the card, with the receipt (and old card): ready → collected.
-
-        Collecting a replacement closes the citizen's active loss report in the same
-        transaction: the lost card stays invalid for good.
-        """
-        return self.fire(
+        Collecting a replacement closes the citizen's active loss report."""
+        return self.applications.fire(
             app_id,
             "collect",
             actor=actor,
             request_id=request_id,
             receipt_no=receipt_no,
             old_card_returned=old_card_returned,
+        )
+
+    def extend_deadline(
+        self,
+        app_id: uuid.UUID,
+        *,
+        actor: Actor,
+        days: int,
+        reason: str,
+        request_id: str | None = None,
+    ) -> ApplicationView:
+        """The statutory extension where transport is difficult: ``due_at`` moves by 1 to 30
+        days, at most once, with the stated reason, before the card is ready; the state stays."""
+        return self.applications.fire(
+            app_id, "extend_deadline", actor=actor, request_id=request_id, days=days, reason=reason
         )
 
     def fire(
@@ -269,20 +305,7 @@ class Workflow:
         With a ``request_id``, a retry of a command that took effect returns the same result
         and changes nothing; the same id used for another command raises `IdempotencyConflict`.
         """
-        record_id = as_record_id(app_id)
-        actor = as_actor(actor)
-        arguments = self._runner.arguments(event, payload)
-        request = Request.of(
-            request_id, APPLICATION.name, shown(event), record_id, actor, arguments
-        )
-
-        def work(conn: Connection) -> tuple[uuid.UUID, dict[str, Any]]:
-            result = self._runner.fire_in(conn, record_id, event, actor=actor, arguments=arguments)
-            if event == "collect" and result["kind"] == Kind.REPLACEMENT:
-                self._close_loss_report(conn, str(result["citizen_id"]), actor)
-            return record_id, result
-
-        return _view(self._executor.execute(request, work))
+        return self.applications.fire(app_id, event, actor=actor, request_id=request_id, **payload)
 
     def fire_many(
         self,
@@ -297,41 +320,12 @@ class Workflow:
 
         The nightly transmission of an acceptance point, a production centre marking a batch
         produced: each application is checked exactly as a single command checks it (the same
-        permissions, states, guards, history, hash chain and outbox), in a few statements per
-        chunk. The report lists the applications moved and, for each one refused, the reason.
+        permissions, states, guards, history, hash chain, outbox and reactions), in a few
+        statements per chunk. The report lists the applications moved and, for each one
+        refused, the reason.
         """
-        ids = list(dict.fromkeys(_IDS.validate_python(app_ids)))
-        size = _LIMIT.validate_python(chunk_size)
-        actor = as_actor(actor)
-        arguments = self._runner.arguments(event, payload)
-        succeeded: list[uuid.UUID] = []
-        refused: list[BulkRefusal] = []
-        for start in range(0, len(ids), size):
-            chunk = ids[start : start + size]
-            with self._store.transaction(write=True) as conn:
-                moved, not_moved = self._runner.fire_many_in(
-                    conn, chunk, event, actor=actor, arguments=arguments
-                )
-                for result in moved:
-                    if event == "collect" and result["kind"] == Kind.REPLACEMENT:
-                        self._close_loss_report(conn, str(result["citizen_id"]), actor)
-            succeeded.extend(r["id"] for r in moved)
-            refused.extend(not_moved)
-        return BulkReport(event=shown(event), succeeded=succeeded, refused=refused)
-
-    def _close_loss_report(self, conn: Connection, citizen_id: str, actor: Actor) -> None:
-        report = self._loss_reports.active_for(conn, citizen_id)
-        if report is None:
-            return
-
-        def collected(conn: Connection, record: Mapping[str, Any]) -> Mapping[str, Any]:
-            citizen = str(record["citizen_id"])
-            return {
-                "replacement_collected": self._applications.replacement_collected(conn, citizen)
-            }
-
-        self._loss.fire_in(
-            conn, report["id"], "close", actor=actor, arguments=NoPayload(), context=collected
+        return self.applications.fire_many(
+            app_ids, event, actor=actor, chunk_size=chunk_size, **payload
         )
 
     # -- loss reports -----------------------------------------------------------------------
@@ -339,36 +333,9 @@ class Workflow:
     def report_loss(
         self, citizen_id: str, *, actor: Actor, request_id: str | None = None
     ) -> LossReportView:
-        """Record that the citizen's card was lost; any acceptance clerk, anywhere.
-
-        At most one report per citizen is active (`DuplicateLossReport`), which the database
-        enforces too.
-        """
-        citizen = _CITIZEN.validate_python(citizen_id)
-        actor = as_actor(actor)
-        request = Request.of(request_id, LOSS_REPORT.name, "report", None, actor, citizen)
-
-        def duplicate() -> DuplicateLossReport:
-            return DuplicateLossReport(mask_citizen_id(citizen))
-
-        def work(conn: Connection) -> tuple[uuid.UUID, dict[str, Any]]:
-            now = self._executor.now()
-            values = _loss_report_values(citizen, actor.unit, now, None)
-            self._loss.may_create(actor, values)
-            if self._loss_reports.active_for(conn, citizen) is not None:
-                raise duplicate()
-            row = self._loss.create_in(conn, values, actor=actor, now=now)
-            return row["id"], row
-
-        row = self._executor.execute(
-            request,
-            work,
-            conflicts={
-                "idcard_uq_loss_reports_active_citizen": duplicate,
-                "idcard_loss_reports.citizen_id": duplicate,
-            },
-        )
-        return from_row(LossReportView, row)
+        """Record that the citizen's card was lost; any acceptance clerk, anywhere. At most one
+        report per citizen is active (`DuplicateLossReport`), which the database enforces too."""
+        return self.loss_reports.create(citizen_id, actor=actor, request_id=request_id)
 
     def withdraw_loss_report(
         self,
@@ -379,24 +346,23 @@ class Workflow:
         request_id: str | None = None,
     ) -> LossReportView:
         """The holder came back in person with the found card: reported → withdrawn."""
-        row = self._loss.fire(
+        return self.loss_reports.fire(
             report_id,
             "withdraw",
             actor=actor,
-            payload={"card_presented": card_presented},
             request_id=request_id,
+            card_presented=card_presented,
         )
-        return from_row(LossReportView, row)
 
     def is_reported_lost(self, citizen_id: str) -> bool:
         """Whether the citizen's card is reported lost now: the answer and nothing else."""
         citizen = _CITIZEN.validate_python(citizen_id)
         with self._store.transaction(write=False) as conn:
-            return self._loss_reports.active_for(conn, citizen) is not None
+            return loss_report.REPOSITORY.active_for(conn, citizen) is not None
 
     def get_loss_report(self, report_id: uuid.UUID) -> LossReportView:
         """The loss report as it is now."""
-        return from_row(LossReportView, self._loss.get(report_id))
+        return self.loss_reports.get(report_id)
 
     # -- found cards ------------------------------------------------------------------------
 
@@ -404,22 +370,7 @@ class Workflow:
         self, citizen_id: str, *, actor: Actor, request_id: str | None = None
     ) -> FoundCardView:
         """A found card is handed in; the clerk's office holds it: (new) → held."""
-        citizen = _CITIZEN.validate_python(citizen_id)
-        actor = as_actor(actor)
-        request = Request.of(request_id, FOUND_CARD.name, "register", None, actor, citizen)
-
-        def work(conn: Connection) -> tuple[uuid.UUID, dict[str, Any]]:
-            now = self._executor.now()
-            values = {
-                "citizen_id": citizen,
-                "held_unit": actor.unit,
-                "registered_at": now,
-                "ended_at": None,
-            }
-            row = self._found.create_in(conn, values, actor=actor, now=now)
-            return row["id"], row
-
-        return from_row(FoundCardView, self._executor.execute(request, work))
+        return self.found_cards.create(citizen_id, actor=actor, request_id=request_id)
 
     def return_found_card(
         self,
@@ -429,84 +380,39 @@ class Workflow:
         identity_checked: bool,
         request_id: str | None = None,
     ) -> FoundCardView:
-        """Hand the card back to its owner in person: held → returned.
-
-        Refused when the owner applied for a replacement since the card was reported lost or
-        found (the card must be destroyed instead). Withdraws the owner's active loss report in
-        the same transaction.
-        """
-        record_id = as_record_id(card_id)
-        actor = as_actor(actor)
-        arguments = ReturnPayload.model_validate({"identity_checked": identity_checked})
-        request = Request.of(
-            request_id, FOUND_CARD.name, "return_to_owner", record_id, actor, arguments
+        """Hand the card back to its owner in person: held → returned. Refused when the owner
+        applied for a replacement since the card was reported lost or found (it must be
+        destroyed instead); withdraws the owner's active loss report."""
+        return self.found_cards.fire(
+            card_id,
+            "return_to_owner",
+            actor=actor,
+            request_id=request_id,
+            identity_checked=identity_checked,
         )
-
-        def work(conn: Connection) -> tuple[uuid.UUID, dict[str, Any]]:
-            result = self._found.fire_in(
-                conn,
-                record_id,
-                "return_to_owner",
-                actor=actor,
-                arguments=arguments,
-                context=self._replacement_context,
-            )
-            report = self._loss_reports.active_for(conn, str(result["citizen_id"]))
-            if report is not None:
-                self._loss.fire_in(
-                    conn,
-                    report["id"],
-                    "withdraw",
-                    actor=actor,
-                    arguments=WithdrawPayload(card_presented=True),
-                )
-            return record_id, result
-
-        return from_row(FoundCardView, self._executor.execute(request, work))
 
     def destroy_found_card(
         self, card_id: uuid.UUID, *, actor: Actor, request_id: str | None = None
     ) -> FoundCardView:
         """Destroy a found card whose owner applied for or received a replacement, and record
         the destruction: held → destroyed."""
-        row = self._found.fire(
-            card_id,
-            "destroy",
-            actor=actor,
-            payload={},
-            request_id=request_id,
-            context=self._replacement_context,
-        )
-        return from_row(FoundCardView, row)
+        return self.found_cards.fire(card_id, "destroy", actor=actor, request_id=request_id)
 
     def get_found_card(self, card_id: uuid.UUID) -> FoundCardView:
         """The found card as it is now."""
-        return from_row(FoundCardView, self._found.get(card_id))
-
-    def _replacement_context(self, conn: Connection, card: Mapping[Any, Any]) -> Mapping[str, Any]:
-        # "Since the card was reported lost or found": from the citizen's latest loss report
-        # that was not withdrawn (a withdrawn one ended with the card found; a closed one with
-        # a replacement, leaving the lost card invalid for good), or from the hand-in if that
-        # was earlier or there is no such report.
-        citizen = str(card["citizen_id"])
-        since = card["registered_at"]
-        report = self._loss_reports.latest_not_withdrawn(conn, citizen)
-        if report is not None and report["reported_at"] < since:
-            since = report["reported_at"]
-        replaced = self._applications.replacement_since(conn, citizen, since)
-        return {"replacement_since_loss": replaced}
+        return self.found_cards.get(card_id)
 
     # -- queries ----------------------------------------------------------------------------
 
     def get(self, app_id: uuid.UUID) -> ApplicationView:
         """The application as it is now."""
-        return _view(self._runner.get(app_id))
+        return self.applications.get(app_id)
 
     def history(self, record_id: uuid.UUID) -> list[TransitionRecord]:
-        """Every transition of any record (application, loss report or found card), oldest
-        first; the first is its creation."""
+        """Every transition of any record (of any machine), oldest first; the first is its
+        creation."""
         record_id = as_record_id(record_id)
-        for runner in (self._runner, self._loss, self._found):
+        for runner in self._runners.values():
             try:
                 return runner.history(record_id)
             except NotFound:
@@ -516,7 +422,7 @@ class Workflow:
     def explain(self, app_id: uuid.UUID, actor: Actor) -> Explanation:
         """The events ``actor`` could fire on the application now and, for each one it can't,
         every reason (role, unit, state); each event's guards are listed as conditions."""
-        return self._runner.explain(app_id, actor)
+        return self.applications.explain(app_id, actor)
 
     def verify(
         self, record_id: uuid.UUID | None = None, *, batch_size: int = 1000
@@ -528,32 +434,35 @@ class Workflow:
         one = None if record_id is None else as_record_id(record_id)
         size = _BATCH.validate_python(batch_size)
         report = merge(
-            verify(
-                self._store, runner.definition, runner.repository, record_id=one, batch_size=size
-            )
-            for runner in (self._runner, self._loss, self._found)
+            verify(self._store, m.definition, m.repository, record_id=one, batch_size=size)
+            for m in REGISTRY
         )
         if one is not None and report.records == 0 and not report.broken:
             raise NotFound(one, machine="record")
         return report
 
     def overdue(self, as_of: datetime | None = None, *, limit: int = 100) -> list[ApplicationView]:
-        """Applications whose card is still on its way after ``due_at``, earliest first."""
-        query = OverdueQuery(as_of=as_of, limit=limit)
-        moment = self._executor.now() if query.as_of is None else query.as_of
-        with self._store.transaction(write=False) as conn:
-            rows = self._applications.overdue(conn, moment, query.limit)
-        return [_view(r) for r in rows]
+        """Applications whose card is still on its way after ``due_at`` (which counts any
+        extension), earliest first."""
+        return self._overdue(application.REPOSITORY.overdue, as_of, limit)
 
     def overdue_reviews(
         self, as_of: datetime | None = None, *, limit: int = 100
     ) -> list[ApplicationView]:
         """Transmitted applications still undecided after ``review_due_at``, earliest first."""
-        query = OverdueQuery(as_of=as_of, limit=limit)
-        moment = self._executor.now() if query.as_of is None else query.as_of
+        return self._overdue(application.REPOSITORY.overdue_reviews, as_of, limit)
+
+    def _overdue(
+        self,
+        query: Any,
+        as_of: datetime | None,
+        limit: int,
+    ) -> list[ApplicationView]:
+        checked = OverdueQuery(as_of=as_of, limit=limit)
+        moment = self._executor.now() if checked.as_of is None else checked.as_of
         with self._store.transaction(write=False) as conn:
-            rows = self._applications.overdue_reviews(conn, moment, query.limit)
-        return [_view(r) for r in rows]
+            rows: Sequence[Mapping[str, Any]] = query(conn, moment, checked.limit)
+        return [from_row(ApplicationView, r) for r in rows]
 
     # -- the outbox -------------------------------------------------------------------------
 
@@ -577,40 +486,4 @@ class Workflow:
             return self._outbox.ack(conn, ids, now)
 
 
-def _application_values(cmd: SubmitApplication, now: datetime) -> dict[str, Any]:
-    return {
-        "kind": str(cmd.kind),
-        "citizen_id": cmd.citizen_id,
-        "name": cmd.name,
-        "hukou_region": cmd.hukou_region,
-        "acceptance_region": cmd.acceptance_region,
-        "documents": sorted(str(d) for d in cmd.documents),
-        "fee_paid": cmd.fee_paid,
-        "fee_waiver": str(cmd.fee_waiver) if cmd.fee_waiver else None,
-        "receipt_no": new_receipt_no(),
-        "submitted_at": now,
-        "due_at": now + ISSUE_WITHIN,
-        "review_due_at": None,
-        "rejection_ground": None,
-        "rejection_note": None,
-        "old_card_returned": False,
-    }
-
-
-def _loss_report_values(
-    citizen_id: str, unit: str, now: datetime, application_id: uuid.UUID | None
-) -> dict[str, Any]:
-    return {
-        "citizen_id": citizen_id,
-        "reported_unit": unit,
-        "application_id": application_id,
-        "reported_at": now,
-        "ended_at": None,
-    }
-
-
-def _view(row: Mapping[Any, Any]) -> ApplicationView:
-    return from_row(ApplicationView, row)
-
-
-__all__ = ["MACHINES", "Workflow"]
+__all__ = ["MACHINES", "Handle", "Workflow"]

@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-27
 
-Rows already in the log are chained in seq order by the same rule as `workflow.chain`, frozen
+Rows already in the log are chained in seq order by the same rule as `workflow.engine.chain`, frozen
 here so that this revision computes the same hashes whatever the library does later.
 """
 

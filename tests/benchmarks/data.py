@@ -4,7 +4,7 @@ Every row satisfies the schema's triggers exactly as the library's own writes do
 application is inserted in ``submitted`` at version 1 with its creation row (``from_state``
 NULL, ``seq`` 1), then moved along allowed transitions by set-based UPDATEs that bump the
 version by one per step, with the log rows of those steps. The hash chain is computed with
-`workflow.chain.entry_hash`, so `Workflow.verify` accepts every history (the benchmarks check
+`workflow.engine.chain.entry_hash`, so `Workflow.verify` accepts every history (the benchmarks check
 that it does). Nothing disables a trigger; the outbox rows are whatever the schema writes.
 """
 
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from workflow.chain import entry_hash
+from workflow.engine.chain import entry_hash
+from workflow.engine.records import LOG_KEYS
 from workflow.models.citizen_id import check_character
-from workflow.repository import LOG_KEYS
 
 from .common import Database
 

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 import workflow as wf
+import workflow.machines.application
 from tests.support import Clock, clerk, drive, form, postgres_url
 
 
@@ -79,13 +80,14 @@ def test_a_racing_duplicate_that_reaches_the_index_is_a_duplicate_application(
         wf.Workflow(one, clock=clock).submit(form(n=4), actor=clerk())
         one.commit()
     flow = wf.Workflow(engine, clock=clock)
-    original = flow._applications.has_open
-    flow._applications.has_open = lambda conn, citizen_id: False  # type: ignore[method-assign]
+    repository = workflow.machines.application.REPOSITORY
+    original = repository.has_open
+    repository.has_open = lambda conn, citizen_id: False  # type: ignore[method-assign]
     try:
         with pytest.raises(wf.DuplicateApplication):
             flow.submit(form(n=4), actor=clerk())
     finally:
-        flow._applications.has_open = original  # type: ignore[method-assign]
+        repository.has_open = original  # type: ignore[method-assign]
     assert count(db_url, "idcard_applications") == 1
     assert count(db_url, "idcard_transition_log") == 1
     engine.dispose()

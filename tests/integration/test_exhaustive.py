@@ -20,9 +20,17 @@ from typing import Any, ClassVar
 import pytest
 
 import workflow as wf
-from tests.support import ACCEPTANCE, OTHER_COUNTY, Clock, citizen_id, clerk, drive, form
-from workflow.definition import Permission, ProcessMachine
-from workflow.engine import Context, from_row
+from tests.support import (
+    ACCEPTANCE,
+    OTHER_COUNTY,
+    Clock,
+    citizen_id,
+    clerk,
+    drive,
+    form,
+    good_payload,
+)
+from workflow.engine.definition import Permission, ProcessMachine
 from workflow.models.enums import UNIT_DIGITS
 
 ROLES: list[str] = [str(r) for r in wf.Role]
@@ -140,7 +148,7 @@ class Applications(Subject):
     name = "application"
     machine = wf.ApplicationMachine
     home = "acceptance_region"
-    counts = (7, 6)
+    counts = (7, 7)
 
     def create(self, flow: wf.Workflow) -> View:
         # A renewal: the kind with the most guards.
@@ -150,25 +158,11 @@ class Applications(Subject):
         return flow.get(record_id)
 
     def fire(self, flow: wf.Workflow, view: View, event: str, actor: wf.Actor) -> View:
-        payload: dict[str, Any] = {}
-        if event == "reject":
-            payload = {"ground": wf.RejectionGround.IDENTITY_MISMATCH, "note": ""}
-        elif event == "collect":
-            payload = {"receipt_no": view.receipt_no, "old_card_returned": True}
-        return flow.fire(view.id, event, actor=actor, **payload)
+        assert isinstance(view, wf.ApplicationView)
+        return flow.fire(view.id, event, actor=actor, **good_payload(event, view))
 
     def fire_name(self, flow: wf.Workflow, view: View, name: str, actor: wf.Actor) -> View:
         return flow.fire(view.id, name, actor=actor)
-
-
-def _replacement_collected(flow: wf.Workflow) -> Context:
-    """What the service computes for ``close`` when a replacement is collected."""
-
-    def context(conn: Any, record: Mapping[str, Any]) -> Mapping[str, Any]:
-        collected = flow._applications.replacement_collected(conn, str(record["citizen_id"]))
-        return {"replacement_collected": collected}
-
-    return context
 
 
 class LossReports(Subject):
@@ -192,17 +186,13 @@ class LossReports(Subject):
     def fire(self, flow: wf.Workflow, view: View, event: str, actor: wf.Actor) -> View:
         if event == "withdraw":
             return flow.withdraw_loss_report(view.id, actor=actor, card_presented=True)
-        # `close` has no public command (collecting a replacement fires it, by the collecting
-        # clerk): the internal runner fires it here so that every role and unit can be tried,
-        # with the context the service computes.
-        row = flow._loss.fire(
-            view.id, event, actor=actor, payload={}, context=_replacement_collected(flow)
-        )
-        return from_row(wf.LossReportView, row)
+        # `close` has no named command (collecting a replacement fires it, by the collecting
+        # clerk): the machine's handle fires it here so that every role and unit can be tried;
+        # the engine computes the facts its guard needs.
+        return flow.loss_reports.fire(view.id, event, actor=actor)
 
     def fire_name(self, flow: wf.Workflow, view: View, name: str, actor: wf.Actor) -> View:
-        # No public command fires a loss report's event by name: the runner does.
-        return flow._loss.fire(view.id, name, actor=actor, payload={})
+        return flow.loss_reports.fire(view.id, name, actor=actor)
 
     def advance(self, flow: wf.Workflow, view: View, event: str) -> View:
         if event == "close":
@@ -238,7 +228,7 @@ class FoundCards(Subject):
 
     def fire_name(self, flow: wf.Workflow, view: View, name: str, actor: wf.Actor) -> View:
         # No public command fires a found card's event by name: the runner does.
-        return flow._found.fire(view.id, name, actor=actor, payload={})
+        return flow.found_cards.fire(view.id, name, actor=actor)
 
 
 SUBJECTS: list[Subject] = [Applications(), LossReports(), FoundCards()]

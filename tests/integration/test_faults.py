@@ -10,7 +10,7 @@ from sqlalchemy import event
 
 import workflow as wf
 from tests.support import Clock, clerk, drive, form
-from workflow.store import DatabaseFailure
+from workflow.engine.store import DatabaseFailure
 
 
 @pytest.fixture
@@ -36,7 +36,9 @@ def state_of(flow: wf.Workflow, view: wf.ApplicationView) -> tuple[object, ...]:
 
 # The outbox row is written by the database in the log insert (migration 0005): a failure
 # there is a failure of that insert.
-@pytest.mark.parametrize("statement", ["INSERT INTO IDCARD_TRANSITION_LOG", "UPDATE IDCARD_APPLICATIONS"])
+@pytest.mark.parametrize(
+    "statement", ["INSERT INTO IDCARD_TRANSITION_LOG", "UPDATE IDCARD_APPLICATIONS"]
+)
 def test_a_failure_mid_transition_changes_nothing(
     failing: tuple[wf.Workflow, list[str]], statement: str
 ) -> None:
@@ -56,7 +58,9 @@ def test_a_failure_mid_transition_changes_nothing(
     assert flow.verify().ok
 
 
-@pytest.mark.parametrize("statement", ["INSERT INTO IDCARD_APPLICATIONS", "INSERT INTO IDCARD_TRANSITION_LOG"])
+@pytest.mark.parametrize(
+    "statement", ["INSERT INTO IDCARD_APPLICATIONS", "INSERT INTO IDCARD_TRANSITION_LOG"]
+)
 def test_a_failure_mid_submission_leaves_no_application(
     failing: tuple[wf.Workflow, list[str]], statement: str
 ) -> None:

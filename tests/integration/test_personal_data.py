@@ -28,11 +28,11 @@ import sqlalchemy as sa
 from rich.pretty import pretty_repr
 
 import workflow as wf
-import workflow.machine
+import workflow.machines.application
 import workflow.service
 from tests.support import ACCEPTANCE, Clock, clerk, drive, form, reviewer
 from workflow.demo import SimulatedClock, run_day
-from workflow.repository import ApplicationRepository
+from workflow.machines.application import ApplicationRepository
 
 FULL_CITIZEN_NUMBER = re.compile(r"[0-9]{17}[0-9Xx]")
 BAD_CHECK_CHARACTER = "110105194912310021"  # the standard's example with a wrong last character
@@ -302,13 +302,13 @@ def test_a_refusal_from_the_database_carries_no_personal_data_in_its_traceback(
     them with their traceback (as it should a `StorageError`) must not write the citizen's
     number or a receipt number to its logs."""
     issued: list[str] = []
-    real_receipt = workflow.service.new_receipt_no
+    real_receipt = workflow.machines.application.new_receipt_no
 
     def recorded_receipt() -> str:
         issued.append(real_receipt())
         return issued[-1]
 
-    monkeypatch.setattr(workflow.service, "new_receipt_no", recorded_receipt)
+    monkeypatch.setattr(workflow.machines.application, "new_receipt_no", recorded_receipt)
     engine = wf.create_engine(db_url)
     witness = Witness()
     try:
@@ -348,9 +348,11 @@ def test_receipts_are_compared_in_constant_time(
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(workflow.machine.hmac, "compare_digest", spy)
-    if hasattr(workflow.machine, "compare_digest"):  # in case it is ever imported by name
-        monkeypatch.setattr(workflow.machine, "compare_digest", spy)
+    monkeypatch.setattr(workflow.machines.application.hmac, "compare_digest", spy)
+    if hasattr(
+        workflow.machines.application, "compare_digest"
+    ):  # in case it is ever imported by name
+        monkeypatch.setattr(workflow.machines.application, "compare_digest", spy)
 
     view = drive(flow, "ready", wf.Kind.REPLACEMENT)
     receipt = view.receipt_no

@@ -89,7 +89,7 @@ def test_a_forged_history_whose_hashes_are_recomputed_still_fails_its_guards(
     flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
 ) -> None:
     # An attacker who knows the hashing rule rewrites the collect row without the old card.
-    from workflow.chain import entry_hash
+    from workflow.engine.chain import entry_hash
 
     target = apps["collected"]
     with raw.begin() as conn:

@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 import workflow as wf
-from workflow.db import alembic_config
+from workflow.engine.migrate import alembic_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -38,7 +38,7 @@ from hypothesis.stateful import (
 
 import workflow as wf
 from tests.support import Clock, Databases, citizen_id, drive, form
-from workflow.definition import Definition, Permission
+from workflow.engine.definition import Definition, Permission
 from workflow.models.tables import OutboxEvent, TransitionLog
 
 CLERK, REVIEWER, PRODUCER = (str(r) for r in wf.Role)
@@ -160,6 +160,9 @@ class Applications(Subject):
             receipt = data.draw(mostly(st.just(view.receipt_no), st.just("NOT-THE-RECEIPT")))
             returned = data.draw(mostly(st.just(True), st.just(False)))
             return {"receipt_no": receipt, "old_card_returned": returned}
+        if event == "extend_deadline":
+            # Valid arguments: the second extension is what the guard refuses.
+            return {"days": data.draw(st.integers(1, 30)), "reason": "snow on the pass"}
         return {}
 
     def fire(
@@ -197,16 +200,9 @@ class LossReports(Subject):
         if event == "withdraw":
             return flow.withdraw_loss_report(view.id, actor=actor, **payload)
 
-        # `close` has no public command (collecting a replacement fires it, by the collecting
-        # clerk): the internal runner fires it, with the context the service computes.
-        def collected(conn: Any, record: Mapping[str, Any]) -> Mapping[str, Any]:
-            citizen = str(record["citizen_id"])
-            return {
-                "replacement_collected": flow._applications.replacement_collected(conn, citizen)
-            }
-
-        row = flow._loss.fire(view.id, event, actor=actor, payload=payload, context=collected)
-        return self.get(flow, row["id"])
+        # `close` has no named command (collecting a replacement fires it, by the collecting
+        # clerk): the machine's handle fires it; the engine computes its guard's facts.
+        return flow.loss_reports.fire(view.id, event, actor=actor, **payload)
 
 
 class FoundCards(Subject):

@@ -1,9 +1,9 @@
 """Random commands by random actors against the persisted engine, checked against a plain model.
 
 The reference model below is written from the domain and API documents, not read from
-`workflow.machine`: its tables of legal transitions, roles and units are the test's own, so a
-slip in the machine class shows up as a disagreement instead of being copied into the
-expectation. Only the replay invariant uses the library's definition, on purpose: it proves
+`workflow.machines.application`: its tables of legal transitions, roles and units are the
+test's own, so a slip in the machine class shows up as a disagreement instead of being copied
+into the expectation. Only the replay invariant uses the library's definition, on purpose: it proves
 that the stored history is one the real python-statemachine machine accepts.
 """
 
@@ -37,7 +37,7 @@ from sqlalchemy.pool import NullPool
 
 import workflow as wf
 from tests.support import Clock, Databases, citizen_id, form
-from workflow.machine import APPLICATION
+from workflow.machines.application import APPLICATION
 from workflow.models.schemas import CollectPayload, NoPayload, RejectPayload
 
 # -- the reference model's own tables (from docs: domain.md and api.md) -----------------------

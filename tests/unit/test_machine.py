@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
@@ -10,19 +11,43 @@ from statemachine import State as SMState
 from statemachine.exceptions import TransitionNotAllowed
 
 import workflow as wf
-from workflow.definition import Definition, DefinitionError, EventRule, Permission, ProcessMachine
-from workflow.machine import APPLICATION, ApplicationMachine
-from workflow.models.schemas import CollectPayload, NoPayload, RejectPayload
+from workflow.engine.definition import (
+    Definition,
+    DefinitionError,
+    EventRule,
+    Permission,
+    ProcessMachine,
+)
+from workflow.machines.application import APPLICATION, ISSUE_WITHIN, ApplicationMachine
+from workflow.models.schemas import CollectPayload, ExtendPayload, NoPayload, RejectPayload
 from workflow.models.tables import AWAITING_CARD_STATES, CLOSED_STATES
 
-EVENTS = ("transmit", "approve", "reject", "produce", "mark_ready", "collect")
+EVENTS = (
+    "transmit",
+    "approve",
+    "reject",
+    "produce",
+    "mark_ready",
+    "collect",
+    "extend_deadline",
+)
+
+
+SUBMITTED_AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 def record(kind: str = "renewal", receipt_no: str = "ABCDEFGH2345") -> Any:
-    return SimpleNamespace(kind=kind, receipt_no=receipt_no)
+    return SimpleNamespace(
+        kind=kind,
+        receipt_no=receipt_no,
+        submitted_at=SUBMITTED_AT,
+        due_at=SUBMITTED_AT + ISSUE_WITHIN,
+    )
 
 
 def payload_for(event: str, **overrides: Any) -> Any:
+    if event == "extend_deadline":
+        return ExtendPayload(**{"days": 10, "reason": "the road is closed", **overrides})
     if event == "reject":
         return RejectPayload(**{"ground": "identity_mismatch", **overrides})
     if event == "collect":
@@ -54,7 +79,7 @@ def test_the_awaiting_card_states_are_those_from_which_ready_is_still_reachable(
     assert {s for s in APPLICATION.states if reaches_ready(s)} == set(AWAITING_CARD_STATES)
 
 
-def test_the_machine_has_the_six_events_of_the_process() -> None:
+def test_the_machine_has_the_seven_events_of_the_process() -> None:
     assert {e for _, e in APPLICATION.transitions} == set(EVENTS)
     assert set(APPLICATION.events) == set(EVENTS)
     assert APPLICATION.creation_event == "submit"
@@ -109,16 +134,16 @@ def test_a_wrong_receipt_is_refused_before_the_old_card_is_asked_for() -> None:
     assert transition is not None
     assert [g.name for g in transition.guards] == ["receipt_matches", "old_card_handed_back"]
     wrong = payload_for("collect", receipt_no="WRONG", old_card_returned=False)
-    assert not transition.guards[0].check(record(), wrong)
+    assert not transition.guards[0].allows(record(), wrong)
 
 
 def test_the_ground_other_needs_a_note() -> None:
     transition = APPLICATION.transition("transmitted", "reject")
     assert transition is not None
     (guard,) = transition.guards
-    assert not guard.check(record(), RejectPayload(ground="other", note="   "))
-    assert guard.check(record(), RejectPayload(ground="other", note="moved abroad"))
-    assert guard.check(record(), RejectPayload(ground="bad_credit_record"))
+    assert not guard.allows(record(), RejectPayload(ground="other", note="   "))
+    assert guard.allows(record(), RejectPayload(ground="other", note="moved abroad"))
+    assert guard.allows(record(), RejectPayload(ground="bad_credit_record"))
     assert guard.facts(record(), RejectPayload(ground="other", note="x")) == {
         "ground": "other",
         "note": "x",

@@ -1,7 +1,8 @@
-"""Every query the library runs.
+"""The queries every machine shares.
 
-`Repository` is generic: it works on any state table with ``id``, ``state`` and ``version``
-columns and the shared transition log. `ApplicationRepository` adds the application's queries.
+`Repository` works on any state table with the `StateRecord` columns and the shared transition
+log; each machine's module adds its own queries in a subclass. `RequestRepository` and
+`OutboxRepository` serve every machine.
 """
 
 from __future__ import annotations
@@ -14,21 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from workflow.chain import CHAINED_FIELDS
-from workflow.models.enums import Kind, LossReportState, State
-from workflow.models.tables import (
-    ACTIVE_LOSS_CONDITION,
-    AWAITING_CARD_CONDITION,
-    AWAITING_REVIEW_CONDITION,
-    OPEN_CONDITION,
-    PENDING_CONDITION,
-    Application,
-    CommandRequest,
-    FoundCard,
-    LossReport,
-    OutboxEvent,
-    TransitionLog,
-)
+from workflow.engine.chain import CHAINED_FIELDS
+from workflow.models.base import PENDING_CONDITION, CommandRequest, OutboxEvent, TransitionLog
 
 
 class Prepared:
@@ -244,36 +232,6 @@ class RequestRepository:
         conn.execute(sa.insert(self.table).values(**row))
 
 
-class LossReportRepository(Repository):
-    """Loss reports: the citizen's active one."""
-
-    def __init__(self) -> None:
-        super().__init__(LossReport.__table__, machine="loss_report")  # type: ignore[arg-type]
-
-    def active_for(self, conn: Connection, citizen_id: str) -> RowMapping | None:
-        t = self.table
-        query = sa.select(t).where(t.c.citizen_id == citizen_id, sa.text(ACTIVE_LOSS_CONDITION))
-        return conn.execute(query).mappings().first()
-
-    def latest_not_withdrawn(self, conn: Connection, citizen_id: str) -> RowMapping | None:
-        """The citizen's most recent report that is active or closed (not withdrawn)."""
-        t = self.table
-        query = (
-            sa.select(t)
-            .where(t.c.citizen_id == citizen_id, t.c.state != LossReportState.WITHDRAWN)
-            .order_by(t.c.reported_at.desc())
-            .limit(1)
-        )
-        return conn.execute(query).mappings().first()
-
-
-class FoundCardRepository(Repository):
-    """Found cards."""
-
-    def __init__(self) -> None:
-        super().__init__(FoundCard.__table__, machine="found_card")  # type: ignore[arg-type]
-
-
 class OutboxRepository:
     """The outbox shared by every machine: pending events in order, and acknowledgements."""
 
@@ -293,58 +251,3 @@ class OutboxRepository:
             .values(acked_at=at)
         )
         return int(result.rowcount)
-
-
-class ApplicationRepository(Repository):
-    """The application table's own queries: open applications, overdue ones, replacements."""
-
-    def __init__(self) -> None:
-        super().__init__(Application.__table__, machine="application")  # type: ignore[arg-type]
-
-    def replacement_since(self, conn: Connection, citizen_id: str, since: datetime) -> bool:
-        """Whether the citizen applied for a replacement (not refused) at or after ``since``."""
-        t = self.table
-        query = sa.select(t.c.id).where(
-            t.c.citizen_id == citizen_id,
-            t.c.kind == Kind.REPLACEMENT,
-            t.c.state != State.REJECTED,
-            t.c.submitted_at >= since,
-        )
-        return conn.execute(query.limit(1)).first() is not None
-
-    def replacement_collected(self, conn: Connection, citizen_id: str) -> bool:
-        """Whether a replacement card was collected by the citizen."""
-        t = self.table
-        query = sa.select(t.c.id).where(
-            t.c.citizen_id == citizen_id,
-            t.c.kind == Kind.REPLACEMENT,
-            t.c.state == State.COLLECTED,
-        )
-        return conn.execute(query.limit(1)).first() is not None
-
-    def has_open(self, conn: Connection, citizen_id: str) -> bool:
-        t = self.table
-        query = sa.select(t.c.id).where(t.c.citizen_id == citizen_id, sa.text(OPEN_CONDITION))
-        return conn.execute(query.limit(1)).first() is not None
-
-    def overdue(self, conn: Connection, as_of: datetime, limit: int) -> Sequence[RowMapping]:
-        t = self.table
-        query = (
-            sa.select(t)
-            .where(sa.text(AWAITING_CARD_CONDITION), t.c.due_at < as_of)
-            .order_by(t.c.due_at, t.c.id)
-            .limit(limit)
-        )
-        return conn.execute(query).mappings().all()
-
-    def overdue_reviews(
-        self, conn: Connection, as_of: datetime, limit: int
-    ) -> Sequence[RowMapping]:
-        t = self.table
-        query = (
-            sa.select(t)
-            .where(sa.text(AWAITING_REVIEW_CONDITION), t.c.review_due_at < as_of)
-            .order_by(t.c.review_due_at, t.c.id)
-            .limit(limit)
-        )
-        return conn.execute(query).mappings().all()

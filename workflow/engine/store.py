@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, UnboundExecutionError
 from sqlalchemy.orm import Session, scoped_session
 
 from workflow.errors import ConcurrentUpdate, ConfigurationError, NoDatabase, StorageError
@@ -48,6 +48,11 @@ def create_engine(url: str | URL, **kwargs: Any) -> Engine:
     kwargs.setdefault("hide_parameters", True)
     try:
         engine = sa.create_engine(url, **kwargs)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"cannot open database URL: its driver is not installed ({exc.name or exc}); "
+            "install it (for PostgreSQL: pip install 'idcard-workflow[postgres]')"
+        ) from exc
     except (SQLAlchemyError, ValueError, TypeError) as exc:
         raise ConfigurationError(f"cannot open database URL: {exc}") from exc
     if engine.dialect.name == "sqlite":
@@ -254,6 +259,11 @@ class Store:
                     return
                 if snapshot and not write and self.dialect == "postgresql":
                     conn.execution_options(isolation_level="REPEATABLE READ")
+                elif _autocommits(conn):
+                    # An engine made with isolation_level="AUTOCOMMIT" would run the command's
+                    # statements one by one: this connection gets a real transaction (the pool
+                    # puts the engine's level back when it is returned).
+                    conn.execution_options(isolation_level="READ COMMITTED")
                 with conn.begin():
                     yield conn
         except DBAPIError as exc:
@@ -268,6 +278,12 @@ class Store:
         # a savepoint, so a refused command leaves the caller's transaction as it was.
         session.flush()
         conn = session.connection()
+        if self.dialect != "sqlite" and _autocommits(conn):
+            raise ConfigurationError(
+                "the Session's connection is in AUTOCOMMIT mode, so the library's writes would "
+                "commit at once whatever the host does; give the Session an engine or "
+                "connection with a transaction isolation level (the default)"
+            )
         if not write:
             yield conn
             return
@@ -279,8 +295,20 @@ class Store:
             yield conn
 
 
+def _autocommits(connection: Connection) -> bool:
+    """Whether the driver runs each statement as its own transaction (PostgreSQL drivers)."""
+    dbapi = connection.connection.dbapi_connection
+    return getattr(dbapi, "autocommit", False) is True
+
+
 def _engine_of(session: Session | scoped_session[Session]) -> Engine:
-    bind = session.get_bind()
+    try:
+        bind = session.get_bind()
+    except UnboundExecutionError:
+        raise ConfigurationError(
+            "the Session has no bind: make it with Session(engine) (or sessionmaker(engine)); "
+            "the library's tables must be reachable through session.get_bind()"
+        ) from None
     engine = bind if isinstance(bind, Engine) else bind.engine
     return engine
 

@@ -3,7 +3,7 @@
 Each history row carries ``hash = SHA-256(canonical JSON of the row's content and the previous
 row's hash)``; the record keeps the hash of its last row as ``chain_head``. Editing, deleting,
 reordering or inserting any row changes a hash that a later row or the record depends on, so
-`workflow.verification` finds it.
+`workflow.engine.verification` finds it.
 """
 
 from __future__ import annotations

@@ -3,22 +3,36 @@
 A found card is handed in at any office and held there. If its owner already applied for (or
 received) a replacement since the card was reported lost or found, it is destroyed and the
 destruction recorded; otherwise it is handed back to the owner in person, identity checked.
-Whether a replacement exists reaches the guards as context computed in the command's
-transaction; no I/O happens here.
+Whether a replacement exists is a fact from other records that `MACHINE` declares and the
+engine computes in the command's transaction; the machine class does no I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, ClassVar
 
+from pydantic import TypeAdapter
+from sqlalchemy.engine import Connection
 from statemachine import State
 
-from workflow.definition import Definition, EventRule, Guard, Permission, ProcessMachine
-from workflow.loss_report import ANY_ACCEPTANCE_CLERK, end_now
+from workflow.engine.definition import Definition, EventRule, Guard, Permission, ProcessMachine
+from workflow.engine.records import Repository
+from workflow.engine.registry import Creation, Machine
+from workflow.machines import application, loss_report
+from workflow.machines.loss_report import ANY_ACCEPTANCE_CLERK, end_now
 from workflow.models.enums import FoundCardState as S
 from workflow.models.enums import Role
-from workflow.models.schemas import NoPayload, ReturnPayload
+from workflow.models.schemas import (
+    HIDDEN,
+    Actor,
+    CitizenId,
+    FoundCardView,
+    NoPayload,
+    ReturnPayload,
+)
+from workflow.models.tables import FoundCard
 
 CLERK_OF_HOLDING_OFFICE = Permission(
     Role.ACCEPTANCE_CLERK,
@@ -29,25 +43,22 @@ CLERK_OF_HOLDING_OFFICE = Permission(
 IDENTITY_CHECKED = Guard(
     name="identity_checked",
     rule="the owner collects the card in person, identity checked",
-    check=lambda record, payload: payload.identity_checked,
     facts=lambda record, payload: {"identity_checked": payload.identity_checked},
-    proven_by=lambda record, facts: facts.get("identity_checked") is True,
+    holds=lambda record, facts: facts.get("identity_checked") is True,
 )
 
 NO_REPLACEMENT = Guard(
     name="no_replacement",
     rule="the owner has not applied for a replacement since the card was reported lost or found",
-    check=lambda record, payload: not record.replacement_since_loss,
     facts=lambda record, payload: {"replacement_since_loss": bool(record.replacement_since_loss)},
-    proven_by=lambda record, facts: facts.get("replacement_since_loss") is False,
+    holds=lambda record, facts: facts.get("replacement_since_loss") is False,
 )
 
 REPLACEMENT_EXISTS = Guard(
     name="replacement_exists",
     rule="the owner applied for or received a replacement: the found card is destroyed",
-    check=lambda record, payload: bool(record.replacement_since_loss),
     facts=lambda record, payload: {"replacement_since_loss": bool(record.replacement_since_loss)},
-    proven_by=lambda record, facts: facts.get("replacement_since_loss") is True,
+    holds=lambda record, facts: facts.get("replacement_since_loss") is True,
 )
 
 
@@ -88,3 +99,48 @@ class FoundCardMachine(ProcessMachine):
 
 FOUND_CARD = Definition.of(FoundCardMachine, name="found_card")
 """The compiled definition of found cards."""
+
+
+class FoundCardRepository(Repository):
+    """Found cards."""
+
+    def __init__(self) -> None:
+        super().__init__(FoundCard.__table__, machine="found_card")  # type: ignore[arg-type]
+
+
+REPOSITORY = FoundCardRepository()
+
+
+def found_card_values(citizen_id: str, actor: Actor, now: datetime) -> dict[str, Any]:
+    """The columns of a card handed in at the actor's office, which holds it."""
+    return {
+        "citizen_id": citizen_id,
+        "held_unit": actor.unit,
+        "registered_at": now,
+        "ended_at": None,
+    }
+
+
+def _replacement_since_loss(conn: Connection, card: Mapping[Any, Any]) -> Mapping[str, Any]:
+    # "Since the card was reported lost or found": from the citizen's latest loss report that
+    # was not withdrawn (a withdrawn one ended with the card found; a closed one with a
+    # replacement, leaving the lost card invalid for good), or from the hand-in if that was
+    # earlier or there is no such report.
+    citizen = str(card["citizen_id"])
+    since = card["registered_at"]
+    report = loss_report.REPOSITORY.latest_not_withdrawn(conn, citizen)
+    if report is not None and report["reported_at"] < since:
+        since = report["reported_at"]
+    replaced = application.REPOSITORY.replacement_since(conn, citizen, since)
+    return {"replacement_since_loss": replaced}
+
+
+MACHINE: Machine[str, FoundCardView] = Machine(
+    definition=FOUND_CARD,
+    repository=REPOSITORY,
+    view=FoundCardView,
+    creation=Creation(argument=TypeAdapter(CitizenId, config=HIDDEN), values=found_card_values),
+    noun="found card",
+    facts={"return_to_owner": _replacement_since_loss, "destroy": _replacement_since_loss},
+)
+"""The found-card machine as the engine runs it."""

@@ -18,13 +18,19 @@ from alembic.util import CommandError
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from workflow.errors import MigrationError, SchemaOutOfDate, WorkflowError
+from workflow.engine.store import DatabaseFailure, create_engine, require_existing_database
+from workflow.errors import (
+    ConfigurationError,
+    MigrationError,
+    SchemaOutOfDate,
+    StorageError,
+    WorkflowError,
+)
 from workflow.migrations import naming
-from workflow.models.tables import TABLE_PREFIX, VERSION_TABLE
-from workflow.store import DatabaseFailure, create_engine
+from workflow.models.base import VERSION_TABLE
 
 if TYPE_CHECKING:
-    from workflow.store import Store
+    from workflow.engine.store import Store
 
 
 def alembic_config(bind: Engine | Connection | None = None) -> Config:
@@ -44,9 +50,17 @@ def head_revision() -> str:
     return head
 
 
+def _library_tables() -> frozenset[str]:
+    # Read here, not at import: the engine imports no table module of its own accord.
+    from workflow.models.base import Base
+
+    return frozenset(Base.metadata.tables) | {VERSION_TABLE}
+
+
 def is_library_table(name: str | None) -> bool:
-    """Whether a table of this name is the library's (its tables and version table)."""
-    return (name or "").startswith(TABLE_PREFIX)
+    """Whether a table of this name is one of the library's (its tables and version table).
+    A host's own table that happens to start with ``idcard_`` is not."""
+    return name in _library_tables()
 
 
 def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:
@@ -70,15 +84,29 @@ def include_object(
 
 
 @contextmanager
-def _engine(bind: str | URL | Engine) -> Iterator[Engine]:
-    if isinstance(bind, Engine):
-        yield bind
-        return
-    engine = create_engine(bind)
+def _engine(bind: str | URL | Engine, *, create: bool = False) -> Iterator[Engine]:
+    """The bind as an engine; a SQLite file must exist unless ``create`` (only `upgrade`
+    makes one), and an asyncio engine or driver is refused with the fix."""
+    if not isinstance(bind, (str, URL, Engine)):
+        kind = type(bind).__name__
+        raise ConfigurationError(
+            f"migrations run on a database URL or a (synchronous) Engine, not {kind}: for an "
+            "AsyncEngine pass its URL with the synchronous driver (sqlite:///…, "
+            "postgresql+psycopg://…)"
+        )
+    engine = bind if isinstance(bind, Engine) else create_engine(bind)
     try:
+        if engine.dialect.is_async:
+            raise ConfigurationError(
+                f"migrations run on a synchronous driver, not {engine.dialect.driver}: use the "
+                "same URL with the synchronous driver (sqlite:///…, postgresql+psycopg://…)"
+            )
+        if not create:
+            require_existing_database(engine)
         yield engine
     finally:
-        engine.dispose()
+        if engine is not bind:
+            engine.dispose()
 
 
 def _current(conn: Connection) -> str | None:
@@ -90,12 +118,14 @@ def _current(conn: Connection) -> str | None:
 
 def _migrate(bind: str | URL | Engine, direction: str, revision: str) -> None:
     start: str | None = None
-    with _engine(bind) as engine:
+    reached = False
+    with _engine(bind, create=direction == "upgrade") as engine:
         config = alembic_config(engine)
         try:
             with engine.connect() as conn:
                 start = _current(conn)
                 conn.rollback()
+            reached = True
             getattr(command, direction)(config, revision)
         except WorkflowError:
             raise
@@ -105,7 +135,8 @@ def _migrate(bind: str | URL | Engine, direction: str, revision: str) -> None:
             else:
                 cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             applied = list(config.attributes.get("idcard_applied", []))
-            failed = _failed_revision(direction, start, revision, applied)
+            # A database that could not even be read failed no revision in particular.
+            failed = _failed_revision(direction, start, revision, applied) if reached else None
             raise MigrationError(failed, cause) from exc
 
 
@@ -151,7 +182,8 @@ def current_revision(bind: str | URL | Engine) -> str | None:
             with engine.connect() as conn:
                 return _current(conn)
         except SQLAlchemyError as exc:
-            raise MigrationError(None, str(DatabaseFailure.of(exc))) from exc
+            failure = DatabaseFailure.of(exc)
+            raise StorageError(f"cannot read the schema revision: {failure}") from failure
 
 
 def require_head(store: Store) -> None:

@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from workflow.chain import entry_hash
-from workflow.definition import Columns, Definition
-from workflow.repository import Repository
-from workflow.store import Store
+from workflow.engine.chain import entry_hash
+from workflow.engine.definition import Columns, Definition
+from workflow.engine.records import Repository
+from workflow.engine.store import Store
 
 PROBLEMS: Mapping[str, str] = {
     "missing_history": "the record has no history",
@@ -186,7 +186,7 @@ def check_record(
                     f"{row['event']}: {row['from_state']} → {row['to_state']}",
                 )
             for guard in transition.guards:
-                if guard.proven_by is not None and not guard.proven_by(values, row["details"]):
+                if not guard.holds(values, row["details"]):
                     return seq, "guard_not_proven", guard.name
         state = row["to_state"]
         previous = row["hash"]

@@ -46,17 +46,22 @@ Payload = BaseModel
 class Guard:
     """A condition an event must meet, with the business rule in words for auditors.
 
-    ``check(record, payload)`` says whether it holds; ``facts(record, payload)`` is what the
-    transition log records about it; ``proven_by(record, facts)`` says whether recorded facts
-    show it held, which is how verification re-checks a stored history.
+    One predicate decides it: ``facts(record, payload)`` is what the command establishes (and
+    the history row records), and ``holds(record, facts)`` decides on those facts and the
+    record's fixed columns alone. The engine decides a command with it and `verify()` re-checks
+    a stored history with the very same predicate, so the two cannot disagree. Facts never hold
+    a secret: a receipt is recorded as whether it matched, never as itself.
     """
 
     name: str
     rule: str
-    check: Callable[[Record, Any], bool]
     facts: Callable[[Record, Any], Mapping[str, Any]]
-    proven_by: Callable[[Record, Mapping[str, Any]], bool] | None = None
+    holds: Callable[[Record, Mapping[str, Any]], bool]
     validator: Callable[..., None] = field(init=False, repr=False, compare=False)
+
+    def allows(self, record: Record, payload: Any) -> bool:
+        """Whether the guard holds for this payload on this record."""
+        return self.holds(record, self.facts(record, payload))
 
     def __post_init__(self) -> None:
         guard = self
@@ -66,7 +71,7 @@ class Guard:
         def validator(*args: Any, **kwargs: Any) -> None:
             event = kwargs.get("event")
             event_id = str(getattr(event, "id", event))
-            if not guard.check(kwargs["record"], kwargs.get("payload")):
+            if not guard.allows(kwargs["record"], kwargs.get("payload")):
                 raise GuardFailed(event_id, guard.name, guard.rule)
 
         validator.__name__ = validator.__qualname__ = f"guard_{self.name}"

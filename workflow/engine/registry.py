@@ -1,0 +1,82 @@
+"""What the engine needs to know of a machine, and of the rules between machines.
+
+Generic: a machine module fills in a `Machine` (its definition, its queries, how a record is
+created, the facts its guards need from other records) and the reactions between machines are a
+table of `Reaction`s. The engine runs both on every path, so no caller passes facts or
+remembers a side effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import BaseModel, TypeAdapter
+from sqlalchemy.engine import Connection
+
+from workflow.engine.definition import Definition
+from workflow.engine.records import Repository
+from workflow.engine.store import ConflictMap
+from workflow.models.schemas import Actor
+
+if TYPE_CHECKING:
+    from workflow.engine.runner import Runner
+
+A = TypeVar("A")
+V = TypeVar("V", bound=BaseModel)
+
+Facts = Callable[[Connection, Mapping[Any, Any]], Mapping[str, Any]]
+"""Facts about a record that its guards need from other records, computed in the command's
+transaction from the loaded record; guards read them like columns and the log records them."""
+
+
+@dataclass(frozen=True)
+class Creation(Generic[A]):
+    """How a command creates a record of a machine from its argument.
+
+    ``argument`` validates what the caller passed (a form, a citizen number); ``values`` gives
+    the new record's columns; ``refuse`` raises the refusal of a record that may not exist
+    next to the ones already stored (a duplicate), and ``conflicts`` says which unique index
+    means that same refusal when a racing command got there first.
+    """
+
+    argument: TypeAdapter[A]
+    values: Callable[[A, Actor, datetime], dict[str, Any]]
+    refuse: Callable[[Connection, A], None] | None = None
+    conflicts: Callable[[A], ConflictMap] | None = None
+
+
+@dataclass(frozen=True)
+class Machine(Generic[A, V]):
+    """One machine as the engine runs it: its definition, its table's queries, its view, how
+    its records are created, and the facts its events' guards need from other records."""
+
+    definition: Definition
+    repository: Repository
+    view: type[V]
+    creation: Creation[A]
+    noun: str
+    """How people call one record: "application", "loss report", "found card"."""
+    facts: Mapping[str, Facts] = field(default_factory=dict)
+    """Per event, the facts from other records its guards read."""
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """A rule between machines: after ``event`` moves (or creates) a record of ``machine``,
+    ``run`` does the rest in the same transaction, whatever path fired the event.
+
+    ``when`` and ``does`` say it in plain words, for the generated docs and the auditor.
+    """
+
+    machine: str
+    event: str
+    when: str
+    does: str
+    run: Callable[[Mapping[str, Runner], Connection, Mapping[str, Any], Actor], None]

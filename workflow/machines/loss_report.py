@@ -1,0 +1,180 @@
+"""Loss reporting (挂失申报) as a state machine.
+
+A loss can be reported at any police station or identity-card office in the country; applying
+for a replacement counts as reporting it. The report is withdrawn when the holder comes back in
+person with the found card, and closed for good when a replacement card is collected. The
+machine class does no I/O: the fact it needs from other records (whether a replacement was
+collected) is declared in `MACHINE` and computed by the engine in the command's transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from pydantic import TypeAdapter
+from sqlalchemy.engine import Connection, RowMapping
+from statemachine import State
+
+from workflow.engine.definition import Definition, EventRule, Guard, Permission, ProcessMachine
+from workflow.engine.records import Repository
+from workflow.engine.registry import Creation, Machine
+from workflow.engine.store import ConflictMap
+from workflow.errors import DuplicateLossReport
+from workflow.machines import application
+from workflow.models.citizen_id import mask_citizen_id
+from workflow.models.enums import LossReportState as S
+from workflow.models.enums import Role
+from workflow.models.schemas import (
+    HIDDEN,
+    CitizenId,
+    LossReportView,
+    NoPayload,
+    WithdrawPayload,
+)
+from workflow.models.tables import ACTIVE_LOSS_CONDITION, LossReport
+
+ANY_ACCEPTANCE_CLERK = Permission(
+    Role.ACCEPTANCE_CLERK,
+    unit_field=None,
+    description="an acceptance clerk of any office in the country",
+)
+
+CARD_PRESENTED = Guard(
+    name="card_presented",
+    rule="the holder comes in person with the found card",
+    facts=lambda record, payload: {"card_presented": payload.card_presented},
+    holds=lambda record, facts: facts.get("card_presented") is True,
+)
+
+REPLACEMENT_COLLECTED = Guard(
+    name="replacement_collected",
+    rule="a replacement card has been collected: the lost card stays invalid for good",
+    facts=lambda record, payload: {"replacement_collected": bool(record.replacement_collected)},
+    holds=lambda record, facts: facts.get("replacement_collected") is True,
+)
+
+
+def _report_facts(record: Any) -> Mapping[str, Any]:
+    application = record.application_id
+    return {
+        "reported_unit": str(record.reported_unit),
+        "application_id": str(application) if application else None,
+    }
+
+
+def end_now(record: Any, payload: Any, now: datetime) -> Mapping[str, Any]:
+    """The effect of an event into a final state: the record's ``ended_at``."""
+    return {"ended_at": now}
+
+
+class LossReportMachine(ProcessMachine):
+    """One report that a citizen's identity card was lost. Withdrawn and closed are final."""
+
+    reported = State("Reported", value=S.REPORTED, initial=True)
+    withdrawn = State("Withdrawn", value=S.WITHDRAWN, final=True)
+    closed = State("Closed", value=S.CLOSED, final=True)
+
+    withdraw = reported.to(withdrawn, validators=[CARD_PRESENTED.validator])
+    close = reported.to(closed, validators=[REPLACEMENT_COLLECTED.validator])
+
+    creation_event: ClassVar[str | None] = "report"
+    creation: ClassVar[Permission | None] = ANY_ACCEPTANCE_CLERK
+    creation_facts = staticmethod(_report_facts)
+    rules: ClassVar[Mapping[str, EventRule]] = {
+        "withdraw": EventRule(
+            ANY_ACCEPTANCE_CLERK,
+            WithdrawPayload,
+            end_now,
+            "The holder came back in person with the found card: the card is valid again.",
+        ),
+        "close": EventRule(
+            ANY_ACCEPTANCE_CLERK,
+            NoPayload,
+            end_now,
+            "A replacement card was collected: the lost card stays invalid for good.",
+        ),
+    }
+
+
+LOSS_REPORT = Definition.of(LossReportMachine, name="loss_report")
+"""The compiled definition of loss reports."""
+
+
+class LossReportRepository(Repository):
+    """Loss reports: the citizen's active one."""
+
+    def __init__(self) -> None:
+        super().__init__(LossReport.__table__, machine="loss_report")  # type: ignore[arg-type]
+
+    def active_for(self, conn: Connection, citizen_id: str) -> RowMapping | None:
+        t = self.table
+        query = sa.select(t).where(t.c.citizen_id == citizen_id, sa.text(ACTIVE_LOSS_CONDITION))
+        return conn.execute(query).mappings().first()
+
+    def latest_not_withdrawn(self, conn: Connection, citizen_id: str) -> RowMapping | None:
+        """The citizen's most recent report that is active or closed (not withdrawn)."""
+        t = self.table
+        query = (
+            sa.select(t)
+            .where(t.c.citizen_id == citizen_id, t.c.state != S.WITHDRAWN)
+            .order_by(t.c.reported_at.desc())
+            .limit(1)
+        )
+        return conn.execute(query).mappings().first()
+
+
+REPOSITORY = LossReportRepository()
+
+
+def loss_report_values(
+    citizen_id: str, unit: str, now: datetime, application_id: uuid.UUID | None = None
+) -> dict[str, Any]:
+    """The columns of a new loss report, filed at ``unit`` (by an application, or not)."""
+    return {
+        "citizen_id": citizen_id,
+        "reported_unit": unit,
+        "application_id": application_id,
+        "reported_at": now,
+        "ended_at": None,
+    }
+
+
+def _duplicate(citizen_id: str) -> DuplicateLossReport:
+    return DuplicateLossReport(mask_citizen_id(citizen_id))
+
+
+def _refuse_second_active(conn: Connection, citizen_id: str) -> None:
+    if REPOSITORY.active_for(conn, citizen_id) is not None:
+        raise _duplicate(citizen_id)
+
+
+def _racing_duplicate(citizen_id: str) -> ConflictMap:
+    return {
+        "idcard_uq_loss_reports_active_citizen": lambda: _duplicate(citizen_id),
+        "idcard_loss_reports.citizen_id": lambda: _duplicate(citizen_id),
+    }
+
+
+def _replacement_collected(conn: Connection, report: Mapping[Any, Any]) -> Mapping[str, Any]:
+    citizen = str(report["citizen_id"])
+    return {"replacement_collected": application.REPOSITORY.replacement_collected(conn, citizen)}
+
+
+MACHINE: Machine[str, LossReportView] = Machine(
+    definition=LOSS_REPORT,
+    repository=REPOSITORY,
+    view=LossReportView,
+    creation=Creation(
+        argument=TypeAdapter(CitizenId, config=HIDDEN),
+        values=lambda citizen, actor, now: loss_report_values(citizen, actor.unit, now),
+        refuse=_refuse_second_active,
+        conflicts=_racing_duplicate,
+    ),
+    noun="loss report",
+    facts={"close": _replacement_collected},
+)
+"""The loss-report machine as the engine runs it."""
