@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -138,6 +139,7 @@ class Databases:
     def empty(self) -> Iterator[str]:
         """A database with no tables at all (for migration tests)."""
         if self.postgres:
+            self.fresh()  # no history the downgrade would refuse to drop (revision 0007)
             wf.downgrade(self.postgres, "base")
             try:
                 yield self.postgres
@@ -145,7 +147,9 @@ class Databases:
                 wf.upgrade(self.postgres)
             return
         self._count += 1
-        yield f"sqlite:///{self.root / f'empty{self._count}.db'}"
+        path = self.root / f"empty{self._count}.db"
+        sqlite3.connect(path).close()  # an empty database file, as a host would create it
+        yield f"sqlite:///{path}"
 
 
 PATH_TO: dict[str, list[str]] = {

@@ -147,7 +147,10 @@ def test_a_database_from_before_the_prefix_is_renamed_with_its_history_intact(
     wf.upgrade(legacy_url)
 
     assert wf.current_revision(legacy_url) == wf.head_revision()
-    assert _snapshot(legacy_url, wf.TABLE_PREFIX) == before
+    after = _snapshot(legacy_url, wf.TABLE_PREFIX)
+    # Later revisions may allow more transitions; nothing else differs.
+    assert set(before.pop("allowed_transitions")) <= set(after.pop("allowed_transitions"))
+    assert after == before
     names = _names(legacy_url)
     # What is left unprefixed is the emptied alembic_version table (and its key), which the
     # library may not own alone; nothing else of the library's.

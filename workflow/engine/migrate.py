@@ -129,7 +129,7 @@ def _migrate(bind: str | URL | Engine, direction: str, revision: str) -> None:
             getattr(command, direction)(config, revision)
         except WorkflowError:
             raise
-        except (SQLAlchemyError, CommandError, RevisionError, ValueError, OSError) as exc:
+        except Exception as exc:  # a revision may raise anything: name it and its cause
             if isinstance(exc, SQLAlchemyError):
                 cause = str(DatabaseFailure.of(exc))
             else:
