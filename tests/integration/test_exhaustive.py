@@ -21,15 +21,13 @@ import pytest
 
 import workflow as wf
 from tests.support import (
-    ACCEPTANCE,
     OTHER_COUNTY,
     Clock,
-    citizen_id,
     clerk,
     drive,
     form,
-    good_payload,
 )
+from tests.support import SUBJECTS as SHARED
 from workflow.engine.definition import Permission, ProcessMachine
 from workflow.models.enums import UNIT_DIGITS
 
@@ -99,10 +97,10 @@ View = Any
 
 
 class Subject:
-    """How the test drives one machine through its commands."""
+    """How the test drives one machine: the shared subject of `tests.support` (create, get,
+    fire through the machine's handle), and what this test adds for the machine."""
 
     name: ClassVar[str]
-    machine: ClassVar[type[ProcessMachine]]
     home: ClassVar[str]
     """The record's column naming the office it belongs to: what a role's own unit is when no
     event of the machine ties that role to a column."""
@@ -110,6 +108,8 @@ class Subject:
     """How many states and events the documents give the process."""
 
     def __init__(self) -> None:
+        self.shared = SHARED[self.name]
+        self.machine: type[ProcessMachine] = self.shared.machine.definition.machine
         self.table = Table.of(self.machine)
 
     def __repr__(self) -> str:
@@ -119,18 +119,18 @@ class Subject:
         """Before the record exists: make the world one in which every step can succeed."""
 
     def create(self, flow: wf.Workflow) -> View:
-        raise NotImplementedError
+        return self.shared.create(flow)
 
     def get(self, flow: wf.Workflow, record_id: uuid.UUID) -> View:
-        raise NotImplementedError
+        return self.shared.get(flow, record_id)
 
     def fire(self, flow: wf.Workflow, view: View, event: str, actor: wf.Actor) -> View:
         """Fire ``event`` with arguments under which its guards hold."""
-        raise NotImplementedError
+        return self.shared.fire(flow, view, event, actor)
 
     def fire_name(self, flow: wf.Workflow, view: View, name: str, actor: wf.Actor) -> View:
         """Fire any name, event or not."""
-        raise NotImplementedError
+        return self.shared.fire(flow, view, name, actor, payload={})
 
     def advance(self, flow: wf.Workflow, view: View, event: str) -> View:
         """One step of the path to a state, by an actor allowed to take it."""
@@ -146,28 +146,12 @@ class Subject:
 
 class Applications(Subject):
     name = "application"
-    machine = wf.ApplicationMachine
     home = "acceptance_region"
     counts = (7, 7)
-
-    def create(self, flow: wf.Workflow) -> View:
-        # A renewal: the kind with the most guards.
-        return flow.submit(form(wf.Kind.RENEWAL), actor=clerk(form().acceptance_region))
-
-    def get(self, flow: wf.Workflow, record_id: uuid.UUID) -> View:
-        return flow.get(record_id)
-
-    def fire(self, flow: wf.Workflow, view: View, event: str, actor: wf.Actor) -> View:
-        assert isinstance(view, wf.ApplicationView)
-        return flow.fire(view.id, event, actor=actor, **good_payload(event, view))
-
-    def fire_name(self, flow: wf.Workflow, view: View, name: str, actor: wf.Actor) -> View:
-        return flow.fire(view.id, name, actor=actor)
 
 
 class LossReports(Subject):
     name = "loss_report"
-    machine = wf.LossReportMachine
     home = "reported_unit"
     counts = (3, 2)
 
@@ -176,23 +160,6 @@ class LossReports(Subject):
             # `close` is fired on a report in 'reported' only if a replacement was collected;
             # collecting one closes the active report, so it is collected before this one exists.
             drive(flow, "collected", wf.Kind.REPLACEMENT)
-
-    def create(self, flow: wf.Workflow) -> View:
-        return flow.report_loss(citizen_id(1), actor=clerk(ACCEPTANCE))
-
-    def get(self, flow: wf.Workflow, record_id: uuid.UUID) -> View:
-        return flow.get_loss_report(record_id)
-
-    def fire(self, flow: wf.Workflow, view: View, event: str, actor: wf.Actor) -> View:
-        if event == "withdraw":
-            return flow.withdraw_loss_report(view.id, actor=actor, card_presented=True)
-        # `close` has no named command (collecting a replacement fires it, by the collecting
-        # clerk): the machine's handle fires it here so that every role and unit can be tried;
-        # the engine computes the facts its guard needs.
-        return flow.loss_reports.fire(view.id, event, actor=actor)
-
-    def fire_name(self, flow: wf.Workflow, view: View, name: str, actor: wf.Actor) -> View:
-        return flow.loss_reports.fire(view.id, name, actor=actor)
 
     def advance(self, flow: wf.Workflow, view: View, event: str) -> View:
         if event == "close":
@@ -204,7 +171,6 @@ class LossReports(Subject):
 
 class FoundCards(Subject):
     name = "found_card"
-    machine = wf.FoundCardMachine
     home = "held_unit"
     counts = (3, 2)
 
@@ -214,24 +180,9 @@ class FoundCards(Subject):
             # before the card is handed in, it counts through the loss report it files.
             flow.submit(form(wf.Kind.REPLACEMENT), actor=clerk(form().acceptance_region))
 
-    def create(self, flow: wf.Workflow) -> View:
-        return flow.register_found_card(citizen_id(1), actor=clerk(ACCEPTANCE))
-
-    def get(self, flow: wf.Workflow, record_id: uuid.UUID) -> View:
-        return flow.get_found_card(record_id)
-
-    def fire(self, flow: wf.Workflow, view: View, event: str, actor: wf.Actor) -> View:
-        if event == "return_to_owner":
-            return flow.return_found_card(view.id, actor=actor, identity_checked=True)
-        assert event == "destroy"
-        return flow.destroy_found_card(view.id, actor=actor)
-
-    def fire_name(self, flow: wf.Workflow, view: View, name: str, actor: wf.Actor) -> View:
-        # No public command fires a found card's event by name: the runner does.
-        return flow.found_cards.fire(view.id, name, actor=actor)
-
 
 SUBJECTS: list[Subject] = [Applications(), LossReports(), FoundCards()]
+assert [s.name for s in SUBJECTS] == list(SHARED), "one subject per registered machine"
 
 
 def _workplace(subject: Subject, role: str) -> tuple[str, int]:

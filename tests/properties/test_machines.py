@@ -37,6 +37,7 @@ from hypothesis.stateful import (
 )
 
 import workflow as wf
+from tests.support import SUBJECTS as SHARED
 from tests.support import Clock, Databases, citizen_id, drive, form
 from workflow.engine.definition import Definition, Permission
 from workflow.models.tables import OutboxEvent, TransitionLog
@@ -118,7 +119,7 @@ class Subject:
         raise NotImplementedError
 
     def get(self, flow: wf.Workflow, record_id: uuid.UUID) -> View:
-        raise NotImplementedError
+        return SHARED[self.definition.name].get(flow, record_id)
 
     def payload(self, event: str, view: View, data: st.DataObject) -> dict[str, Any]:
         """Arguments for ``event``, mostly ones under which its guards hold."""
@@ -127,7 +128,8 @@ class Subject:
     def fire(
         self, flow: wf.Workflow, view: View, event: str, actor: wf.Actor, payload: dict[str, Any]
     ) -> View:
-        raise NotImplementedError
+        """Through the machine's handle, as the shared subject drives every machine."""
+        return SHARED[self.definition.name].fire(flow, view, event, actor, payload)
 
     def world(self, flow: wf.Workflow, data: st.DataObject, memory: dict[str, Any]) -> None:
         """Something happening elsewhere that the machine's guards depend on; ``memory`` is
@@ -149,9 +151,6 @@ class Applications(Subject):
         cmd = form(kind, citizen_id=citizen, **columns)
         return Creation(citizen, columns, lambda flow, actor: flow.submit(cmd, actor=actor))
 
-    def get(self, flow: wf.Workflow, record_id: uuid.UUID) -> View:
-        return flow.get(record_id)
-
     def payload(self, event: str, view: View, data: st.DataObject) -> dict[str, Any]:
         if event == "reject":
             ground = data.draw(mostly(st.just("identity_mismatch"), st.just("other")))
@@ -164,11 +163,6 @@ class Applications(Subject):
             # Valid arguments: the second extension is what the guard refuses.
             return {"days": data.draw(st.integers(1, 30)), "reason": "snow on the pass"}
         return {}
-
-    def fire(
-        self, flow: wf.Workflow, view: View, event: str, actor: wf.Actor, payload: dict[str, Any]
-    ) -> View:
-        return flow.fire(view.id, event, actor=actor, **payload)
 
 
 class LossReports(Subject):
@@ -186,23 +180,10 @@ class LossReports(Subject):
         citizen = data.draw(st.sampled_from(CITIZENS), label="citizen")
         return Creation(citizen, {}, lambda flow, actor: flow.report_loss(citizen, actor=actor))
 
-    def get(self, flow: wf.Workflow, record_id: uuid.UUID) -> View:
-        return flow.get_loss_report(record_id)
-
     def payload(self, event: str, view: View, data: st.DataObject) -> dict[str, Any]:
         if event == "withdraw":
             return {"card_presented": data.draw(mostly(st.just(True), st.just(False)))}
         return {}
-
-    def fire(
-        self, flow: wf.Workflow, view: View, event: str, actor: wf.Actor, payload: dict[str, Any]
-    ) -> View:
-        if event == "withdraw":
-            return flow.withdraw_loss_report(view.id, actor=actor, **payload)
-
-        # `close` has no named command (collecting a replacement fires it, by the collecting
-        # clerk): the machine's handle fires it; the engine computes its guard's facts.
-        return flow.loss_reports.fire(view.id, event, actor=actor, **payload)
 
 
 class FoundCards(Subject):
@@ -216,20 +197,10 @@ class FoundCards(Subject):
             citizen, {}, lambda flow, actor: flow.register_found_card(citizen, actor=actor)
         )
 
-    def get(self, flow: wf.Workflow, record_id: uuid.UUID) -> View:
-        return flow.get_found_card(record_id)
-
     def payload(self, event: str, view: View, data: st.DataObject) -> dict[str, Any]:
         if event == "return_to_owner":
             return {"identity_checked": data.draw(mostly(st.just(True), st.just(False)))}
         return {}
-
-    def fire(
-        self, flow: wf.Workflow, view: View, event: str, actor: wf.Actor, payload: dict[str, Any]
-    ) -> View:
-        if event == "return_to_owner":
-            return flow.return_found_card(view.id, actor=actor, **payload)
-        return flow.destroy_found_card(view.id, actor=actor, **payload)
 
     def world(self, flow: wf.Workflow, data: st.DataObject, memory: dict[str, Any]) -> None:
         # An owner applies for a replacement, or has it refused: whether a found card is
@@ -247,6 +218,7 @@ class FoundCards(Subject):
 
 
 SUBJECTS = {"application": Applications(), "loss_report": LossReports(), "found_card": FoundCards()}
+assert list(SUBJECTS) == list(SHARED), "one subject per registered machine"
 
 
 # -- what the definition says -------------------------------------------------------------------
