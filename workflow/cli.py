@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.core
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -41,7 +42,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 import workflow as wf
 from workflow import demo as demo_module
 from workflow import diagrams
-from workflow.definition import Definition
+from workflow.engine.definition import Definition
+from workflow.machines import REGISTRY
 from workflow.models.citizen_id import mask_citizen_id
 
 PROG = "idcard-workflow"
@@ -217,7 +219,11 @@ class Settings:
 
 
 def _settings(ctx: typer.Context) -> Settings:
+    """The global options; a command run alone (`main` with ``command``) has none, and runs on
+    `DEFAULT_DB_URL` (not ${DB_VARIABLE}: ``make demo`` never picks up an auditor's database)."""
     settings = ctx.find_root().obj
+    if settings is None:
+        return Settings(DEFAULT_DB_URL)
     assert isinstance(settings, Settings)
     return settings
 
@@ -286,8 +292,8 @@ class DiagramFormat(StrEnum):
     MD = "md"
 
 
-MACHINES: Mapping[str, Definition] = {d.name: d for d in wf.MACHINES}
-"""The state machines the library runs, by name."""
+MACHINES: Mapping[str, Definition] = {m.name: m.definition for m in REGISTRY}
+"""The state machines the library runs, by name (the registry's order)."""
 
 
 @app.command(epilog=EPILOG)
@@ -486,13 +492,7 @@ def history(ctx: typer.Context, app_id: RecordId, as_json: JsonOption = False) -
         if as_json:
             emit_json([r.model_dump(mode="json") for r in records])
             return
-        try:
-            view = flow.get(app_id)
-        except wf.NotFound:  # a loss report or a found card
-            title = f"Record {app_id}"
-        else:
-            citizen = mask_citizen_id(view.citizen_id)
-            title = f"Application {view.id}: {view.kind}, {view.state}, citizen {citizen}"
+        title = _record_title(flow, app_id)
     table = _table(
         _cell(title),
         ["seq", "event", "from", "to", "actor id", "role", "unit", "at (UTC)"],
@@ -519,6 +519,20 @@ def history(ctx: typer.Context, app_id: RecordId, as_json: JsonOption = False) -
             )
         )
     _print_table(table)
+
+
+def _record_title(flow: wf.Workflow, record_id: uuid.UUID) -> str:
+    """What the record is, of whichever machine: its noun, kind, state and masked citizen."""
+    for machine in REGISTRY:
+        try:
+            view = flow.handle(machine.name).get(record_id)
+        except wf.NotFound:
+            continue
+        kind = getattr(view, "kind", None)
+        what = ", ".join(str(v) for v in (kind, view.state) if v is not None)
+        citizen = mask_citizen_id(view.citizen_id)
+        return f"{machine.noun.capitalize()} {view.id}: {what}, citizen {citizen}"
+    return f"Record {record_id}"
 
 
 # -- verify -----------------------------------------------------------------------------------
@@ -694,8 +708,24 @@ def explain(
 @app.command(epilog=EPILOG)
 def demo(
     ctx: typer.Context,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            metavar="PATH",
+            show_default=False,
+            help="The SQLite file: a path, or a sqlite:///PATH URL (default: the global --db; "
+            f"run alone, as python -m workflow.demo: {demo_module.DEFAULT_DB}).",
+        ),
+    ] = None,
     applications: Annotated[
-        int, typer.Option("--applications", min=1, help="Number of applications.")
+        int,
+        typer.Option(
+            "--applications",
+            min=1,
+            max=demo_module.MAX_APPLICATIONS,
+            help="Number of applications; loss reports and found cards are in proportion.",
+        ),
     ] = demo_module.DEFAULT_APPLICATIONS,
     seed: Annotated[
         int, typer.Option("--seed", help="Seed of the simulation: the same seed, the same counts.")
@@ -714,18 +744,35 @@ def demo(
     not create (its header lacks the demo's PRAGMA application_id) is refused, with exit
     code 2 and the file untouched, unless --force.
     """
-    settings = _settings(ctx)
+    path = _demo_file(ctx, db).resolve()
+    # Run alone (python -m workflow.demo), the command reads no environment variable.
+    named_elsewhere = db is None and ctx.parent is not None
+    elsewhere = f"choose another file with --db{f' or {DB_VARIABLE}' if named_elsewhere else ''}"
+    refused = None if force else demo_module.refusal(path, elsewhere=elsewhere)
+    if refused is not None:
+        _fail(f"refusing to run the demo: {refused}")
+    code = demo_module.run(path, applications=applications, seed=seed)
+    if code:
+        raise typer.Exit(code)
+
+
+def _demo_file(ctx: typer.Context, db: str | None) -> Path:
+    """The SQLite file the demo replaces: the command's ``--db`` (a path, or a URL when it
+    has a scheme), else the global database, which must be a SQLite file."""
+    if db is not None and not _has_scheme(db):
+        return Path(db)
+    settings = _settings(ctx) if db is None else Settings(_parse_db(db))
     path = settings.sqlite_file
     if path is None:
         _fail(f"--db: the demo needs a SQLite file database (sqlite:///PATH), not {settings.shown}")
-    elsewhere = f"choose another file with --db or {DB_VARIABLE}"
-    refused = None if force else demo_module.refusal(path.resolve(), elsewhere=elsewhere)
-    if refused is not None:
-        _fail(f"refusing to run the demo: {refused}")
-    argv = ["--db", str(path), "--applications", str(applications), "--seed", str(seed)]
-    code = demo_module.main([*argv, "--force"] if force else argv)
-    if code:
-        raise typer.Exit(code)
+    return path
+
+
+def _has_scheme(value: str) -> bool:
+    """Whether ``value`` is written as a URL (``sqlite:///x.db``, ``postgresql://...``), not a
+    path. A ``sqlite:`` without the slashes is a URL too, a malformed one, never a folder."""
+    scheme, colon, _ = value.partition(":")
+    return bool(colon) and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]+", scheme) is not None
 
 
 # -- entry point ------------------------------------------------------------------------------
@@ -810,14 +857,42 @@ def _first_line_of(text: str) -> str:
     return lines[0].strip() if lines else ""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns (or exits with) the exit code."""
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    command: str | None = None,
+    prog_name: str | None = None,
+) -> int:
+    """Run the command line and return the exit code (never raising `SystemExit`).
+
+    With ``command``, that one command runs alone, as its own program named ``prog_name``: its
+    options only, no global ``--db`` (it runs on `DEFAULT_DB_URL`). ``python -m workflow.demo``
+    is ``main(argv, command="demo", prog_name="python -m workflow.demo")``.
+    """
+    args = None if argv is None else list(argv)
+    group = typer.main.get_command(app)
+    program = group
+    if command is not None:
+        assert isinstance(group, typer.core.TyperGroup)
+        found = group.commands.get(command)
+        if found is None:
+            raise ValueError(f"no command {command!r}; commands: {', '.join(group.commands)}")
+        program = found
     try:
-        app(args=None if argv is None else list(argv))
+        program.main(args=args, prog_name=prog_name)
     except USER_ERRORS as exc:
         _report(describe(exc))
         return exit_code(exc)
+    except SystemExit as exc:  # click's standalone mode ends every run with one
+        return _status(exc.code)
     return ExitCode.OK
+
+
+def _status(code: object) -> int:
+    """The exit status `SystemExit` carries (None is 0, a message is 1, as Python does)."""
+    if code is None:
+        return ExitCode.OK
+    return code if isinstance(code, int) else 1
 
 
 __all__ = ["DB_VARIABLE", "DEFAULT_DB_URL", "ExitCode", "app", "main"]

@@ -204,6 +204,65 @@ def test_demo_force_replaces_a_database_it_did_not_create(tmp_path: Path) -> Non
     assert application_id(empty) == DEMO_MARKER
 
 
+def test_python_m_workflow_demo_takes_a_sqlite_url_as_well_as_a_path(tmp_path: Path) -> None:
+    by_url = run(
+        "--db", "sqlite:///office.db", "--applications", "3", cwd=tmp_path, module="workflow.demo"
+    )
+    assert by_url.returncode == 0, by_url.stdout + by_url.stderr
+    assert application_id(tmp_path / "office.db") == DEMO_MARKER
+    assert not (tmp_path / "sqlite:").exists()
+
+    by_path = run("--db", "plain.db", "--applications", "3", cwd=tmp_path, module="workflow.demo")
+    assert by_path.returncode == 0, by_path.stdout + by_path.stderr
+    assert application_id(tmp_path / "plain.db") == DEMO_MARKER
+
+
+@pytest.mark.parametrize(
+    ("db", "says"),
+    [
+        ("postgresql+psycopg://clerk:secret@db.invalid/idcards", "SQLite file"),
+        ("sqlite://", "SQLite file"),
+        ("sqlite:office.db", "not a database URL"),
+    ],
+    ids=["postgresql", "in-memory", "malformed"],
+)
+def test_python_m_workflow_demo_refuses_a_url_that_is_not_a_sqlite_file(
+    tmp_path: Path, db: str, says: str
+) -> None:
+    result = run("--db", db, "--applications", "3", cwd=tmp_path, module="workflow.demo")
+
+    assert result.returncode == USAGE, result.stdout + result.stderr
+    assert says in result.stderr
+    assert "secret" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("module", ["workflow", "workflow.demo"])
+@pytest.mark.parametrize("applications", ["0", "100001"])
+def test_the_demo_bounds_the_number_of_applications(
+    tmp_path: Path, module: str, applications: str
+) -> None:
+    args = ["demo"] if module == "workflow" else []
+    result = run(*args, "--applications", applications, cwd=tmp_path, module=module)
+
+    assert result.returncode == USAGE, result.stdout + result.stderr
+    assert "--applications" in result.stderr
+    assert applications == "0" or "100000" in result.stderr
+    assert not (tmp_path / "var").exists()
+
+
+def test_a_command_run_alone_returns_its_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cli.main` with ``command`` is what ``python -m workflow.demo`` runs: it returns the
+    status, usage errors included, and never raises `SystemExit`."""
+    assert cli.main(["--applications", "0"], command="demo", prog_name="demo") == USAGE
+    assert "--applications" in capsys.readouterr().err
+    assert cli.main(["--help"], command="demo", prog_name="python -m workflow.demo") == 0
+    assert "python -m workflow.demo [OPTIONS]" in capsys.readouterr().out
+    assert cli.main(["--help"]) == 0
+
+
 # -- db downgrade -------------------------------------------------------------------------------
 
 

@@ -17,16 +17,12 @@ import pytest
 import sqlalchemy as sa
 
 import workflow as wf
-from workflow import demo
-from workflow.demo import DaySummary, Refusal, SimulatedClock, main, run_day
+from workflow.demo import DaySummary, Refusal, SimulatedClock, main, program, run_day
+from workflow.machines import REGISTRY
 
 FULL_CITIZEN_NUMBER = re.compile(r"[0-9]{17}[0-9X]")
 FINAL_APPLICATION = {wf.State.REJECTED, wf.State.COLLECTED}
-MACHINE_TABLES = {
-    wf.APPLICATION.name: "idcard_applications",
-    wf.LOSS_REPORT.name: "idcard_loss_reports",
-    wf.FOUND_CARD.name: "idcard_found_cards",
-}
+MACHINE_TABLES = {m.name: m.repository.table.name for m in REGISTRY}
 
 
 @dataclass(frozen=True)
@@ -152,8 +148,8 @@ def test_main_runs_the_three_systems_and_masks_every_citizen_number(
         assert shown(refusal.value, out) >= 1, refusal
     total = sum(data.log_rows.values())
     assert shown("transitions (all machines)", out) == total
-    assert shown("transitions: loss reports", out) == data.log_rows[wf.LOSS_REPORT.name]
-    assert shown("transitions: found cards", out) == data.log_rows[wf.FOUND_CARD.name]
+    for machine in REGISTRY:
+        assert shown(f"transitions: {machine.noun}s", out) == data.log_rows[machine.name]
     records = sum(len(s) for s in data.states.values())
     assert f"verify(): {records} records and {total} history rows checked, 0 broken." in out
     # The path may be folded over several lines of the table's cell.
@@ -166,11 +162,7 @@ def test_main_runs_the_three_systems_and_masks_every_citizen_number(
         assert (report.records, report.rows) == (records, total)
 
         def current(machine: str, record_id: uuid.UUID) -> str:
-            if machine == wf.APPLICATION.name:
-                return flow.get(record_id).state
-            if machine == wf.LOSS_REPORT.name:
-                return flow.get_loss_report(record_id).state
-            return flow.get_found_card(record_id).state
+            return str(flow.handle(machine).get(record_id).state)
 
         rows = Counter[str]()
         for machine, states in data.states.items():
@@ -200,11 +192,12 @@ def test_main_fails_when_the_database_disagrees_with_the_replay(
 ) -> None:
     def miscounted(flow: wf.Workflow, **kwargs: Any) -> DaySummary:
         summary = run_day(flow, **kwargs)
-        held, destroyed = wf.FoundCardState.HELD, wf.FoundCardState.DESTROYED
-        cards = {**summary.found_cards, held: summary.found_cards[held] + 1}
-        return replace(summary, found_cards={**cards, destroyed: cards[destroyed] - 1})
+        cards = dict(summary.states[wf.FOUND_CARD.name])
+        cards["held"] += 1
+        cards["destroyed"] -= 1
+        return replace(summary, states={**summary.states, wf.FOUND_CARD.name: cards})
 
-    monkeypatch.setattr(demo, "run_day", miscounted)
+    monkeypatch.setattr(program, "run_day", miscounted)
     assert main(["--db", str(tmp_path / "demo.db"), "--applications", "10"]) == 1
     out = capsys.readouterr().out
     assert "disagrees with the replay on found_card" in out
@@ -241,12 +234,10 @@ def test_run_day_shows_every_outcome_and_is_reproducible(tmp_path: Path) -> None
     assert len(summary.held_cards) == summary.found_cards[wf.FoundCardState.HELD]
 
     data = stored(tmp_path / "one.db")
-    for machine, tracked in (
-        (wf.APPLICATION.name, summary.by_state),
-        (wf.LOSS_REPORT.name, summary.loss_reports),
-        (wf.FOUND_CARD.name, summary.found_cards),
-    ):
-        assert {str(s): n for s, n in tracked.items() if n} == dict(data.counts(machine))
+    for machine in REGISTRY:
+        assert list(summary.states[machine.name]) == list(machine.definition.states)
+        tracked = {s: n for s, n in summary.states[machine.name].items() if n}
+        assert tracked == dict(data.counts(machine.name)), machine.name
     assert {m: n for m, n in summary.transitions_by_machine.items() if n} == data.log_rows
     assert summary.transitions == sum(data.log_rows.values())
     assert summary.records == sum(len(s) for s in data.states.values())
