@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from workflow.engine.definition import Definition
 from workflow.engine.records import Repository
 from workflow.engine.store import ConflictMap
+from workflow.errors import WorkflowError
 from workflow.models.schemas import Actor
 
 if TYPE_CHECKING:
@@ -33,19 +34,41 @@ transaction from the loaded record; guards read them like columns and the log re
 
 
 @dataclass(frozen=True)
+class Unique(Generic[A]):
+    """A record that may not exist twice (one open application per citizen, ...).
+
+    ``exists`` asks the database before the insert and ``refusal`` is the error then; a racing
+    command that passed the same check meets the partial unique ``index`` instead (SQLite
+    names the ``column`` in its message), which means the same refusal.
+    """
+
+    exists: Callable[[Connection, A], bool]
+    refusal: Callable[[A], WorkflowError]
+    index: str
+    column: str
+
+    def refuse(self, conn: Connection, argument: A) -> None:
+        if self.exists(conn, argument):
+            raise self.refusal(argument)
+
+    def conflicts(self, argument: A) -> ConflictMap:
+        def refusal() -> WorkflowError:
+            return self.refusal(argument)
+
+        return {self.index: refusal, self.column: refusal}
+
+
+@dataclass(frozen=True)
 class Creation(Generic[A]):
     """How a command creates a record of a machine from its argument.
 
     ``argument`` validates what the caller passed (a form, a citizen number); ``values`` gives
-    the new record's columns; ``refuse`` raises the refusal of a record that may not exist
-    next to the ones already stored (a duplicate), and ``conflicts`` says which unique index
-    means that same refusal when a racing command got there first.
+    the new record's columns; ``unique`` says which records may not exist twice.
     """
 
     argument: TypeAdapter[A]
     values: Callable[[A, Actor, datetime], dict[str, Any]]
-    refuse: Callable[[Connection, A], None] | None = None
-    conflicts: Callable[[A], ConflictMap] | None = None
+    unique: Unique[A] | None = None
 
 
 @dataclass(frozen=True)

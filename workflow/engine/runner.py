@@ -403,12 +403,12 @@ class Runner:
             now = self.now()
             values = creation.values(value, actor, now)
             self.may_create(actor, values)
-            if creation.refuse is not None:
-                creation.refuse(conn, value)
+            if creation.unique is not None:
+                creation.unique.refuse(conn, value)
             row = self.create_in(conn, values, actor=actor, now=now)
             return row["id"], row
 
-        conflicts = creation.conflicts(value) if creation.conflicts is not None else None
+        conflicts = creation.unique.conflicts(value) if creation.unique is not None else None
         return self.executor.execute(request, work, conflicts=conflicts)
 
     def fire(

@@ -21,8 +21,7 @@ from statemachine import State
 
 from workflow.engine.definition import Definition, EventRule, Guard, Permission, ProcessMachine
 from workflow.engine.records import Repository
-from workflow.engine.registry import Creation, Machine
-from workflow.engine.store import ConflictMap
+from workflow.engine.registry import Creation, Machine, Unique
 from workflow.errors import DuplicateLossReport
 from workflow.machines import application
 from workflow.models.citizen_id import mask_citizen_id
@@ -143,22 +142,6 @@ def loss_report_values(
     }
 
 
-def _duplicate(citizen_id: str) -> DuplicateLossReport:
-    return DuplicateLossReport(mask_citizen_id(citizen_id))
-
-
-def _refuse_second_active(conn: Connection, citizen_id: str) -> None:
-    if REPOSITORY.active_for(conn, citizen_id) is not None:
-        raise _duplicate(citizen_id)
-
-
-def _racing_duplicate(citizen_id: str) -> ConflictMap:
-    return {
-        "idcard_uq_loss_reports_active_citizen": lambda: _duplicate(citizen_id),
-        "idcard_loss_reports.citizen_id": lambda: _duplicate(citizen_id),
-    }
-
-
 def _replacement_collected(conn: Connection, report: Mapping[Any, Any]) -> Mapping[str, Any]:
     citizen = str(report["citizen_id"])
     return {"replacement_collected": application.REPOSITORY.replacement_collected(conn, citizen)}
@@ -171,8 +154,12 @@ MACHINE: Machine[str, LossReportView] = Machine(
     creation=Creation(
         argument=TypeAdapter(CitizenId, config=HIDDEN),
         values=lambda citizen, actor, now: loss_report_values(citizen, actor.unit, now),
-        refuse=_refuse_second_active,
-        conflicts=_racing_duplicate,
+        unique=Unique(
+            exists=lambda conn, citizen: REPOSITORY.active_for(conn, citizen) is not None,
+            refusal=lambda citizen: DuplicateLossReport(mask_citizen_id(citizen)),
+            index="idcard_uq_loss_reports_active_citizen",
+            column="idcard_loss_reports.citizen_id",
+        ),
     ),
     noun="loss report",
     facts={"close": _replacement_collected},
