@@ -72,7 +72,7 @@ def test_a_refused_command_in_a_session_leaves_the_callers_transaction_usable(
 
 
 def test_a_racing_duplicate_that_reaches_the_index_is_a_duplicate_application(
-    db_url: str, clock: Clock
+    db_url: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Two sessions both see no open application, both insert: the partial unique index decides.
     engine = wf.create_engine(db_url)
@@ -80,14 +80,11 @@ def test_a_racing_duplicate_that_reaches_the_index_is_a_duplicate_application(
         wf.Workflow(one, clock=clock).submit(form(n=4), actor=clerk())
         one.commit()
     flow = wf.Workflow(engine, clock=clock)
-    repository = workflow.machines.application.REPOSITORY
-    original = repository.has_open
-    repository.has_open = lambda conn, citizen_id: False  # type: ignore[method-assign]
-    try:
-        with pytest.raises(wf.DuplicateApplication):
-            flow.submit(form(n=4), actor=clerk())
-    finally:
-        repository.has_open = original  # type: ignore[method-assign]
+    monkeypatch.setattr(
+        workflow.machines.application.ApplicationRepository, "has_open", lambda *args: False
+    )
+    with pytest.raises(wf.DuplicateApplication):
+        flow.submit(form(n=4), actor=clerk())
     assert count(db_url, "idcard_applications") == 1
     assert count(db_url, "idcard_transition_log") == 1
     engine.dispose()

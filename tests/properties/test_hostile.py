@@ -910,6 +910,34 @@ NOTE = Param(
     generated=generated(with_bad_char(nasty_text(max_size=10))),
 )
 
+DAYS = Param(
+    "days",
+    keyword=True,
+    valid=(const(10), const(1), const(30)),
+    hostile=tuple(
+        const(v)
+        for v in (0, 31, -1, 2**63, "10", 10.0, 10.5, float("nan"), True, None, [], {}, b"10")
+    ),
+)
+
+REASON = Param(
+    "reason",
+    keyword=True,
+    valid=(
+        const("the mountain pass is closed by snow"),
+        const("\u202eRTL reason\u202c 😀"),
+        const("'; DROP TABLE idcard_applications; --"),
+    ),
+    hostile=(
+        const(""),
+        const("   ", "a blank reason"),
+        const("x" * 501, "a 501-char reason"),
+        const("bell\x07"),
+        const(b"\xff\xfe", "bytes that are not UTF-8"),
+        *odd_types(keep=lambda v: not isinstance(v, str | bytes | bytearray)),
+    ),
+)
+
 EVENTS = ("collect", "transmit", "approve", "reject", "produce", "mark_ready")
 """The application's events; the first, on the ready application, goes deepest."""
 
@@ -1230,6 +1258,12 @@ METHODS: dict[str, Method] = {
             "ready",
             "collect",
         ),
+        Method(
+            "extend_deadline",
+            _app_id_first(ACTOR, DAYS, REASON, REQUEST_ID),
+            "submitted",
+            "extend_deadline",
+        ),
         Method("fire", _app_id_first(EVENT, ACTOR, REQUEST_ID, PAYLOAD), "ready", None),
         Method("fire_many", (APP_IDS, EVENT, ACTOR, CHUNK, PAYLOAD), "ready", command=False),
         # loss reports and found cards
@@ -1271,7 +1305,9 @@ METHODS: dict[str, Method] = {
 }
 COMMANDS = tuple(name for name, m in METHODS.items() if m.command and name != "submit")
 QUERIES = tuple(name for name, m in METHODS.items() if not m.command)
-NOT_ATTACKED = frozenset({"close"})
+NOT_ATTACKED = frozenset({"close", "handle"})
+"""`handle(name)` only looks a handle up; what a handle does is attacked through the named
+commands, which are one-line wrappers around it."""
 
 
 def test_every_public_method_of_workflow_is_attacked() -> None:
