@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 import workflow as wf
-from tests.support import drive, postgres_url
+from tests.support import Clock, clerk, drive, form, postgres_url
 from workflow.machines import REGISTRY
 
 
@@ -229,3 +229,68 @@ def test_downgrading_leaves_no_trigger_or_function_behind(empty_db_url: str) -> 
             ).all()
     engine.dispose()
     assert left == []
+
+
+def test_insert_or_replace_can_not_rewrite_history_or_rebuild_a_record(
+    flow: wf.Workflow, raw: sa.Engine
+) -> None:
+    if raw.dialect.name != "sqlite":
+        pytest.skip("INSERT OR REPLACE is SQLite's")
+    view = drive(flow, "transmitted")
+    for sql in (
+        "INSERT OR REPLACE INTO idcard_transition_log SELECT * FROM idcard_transition_log "
+        "WHERE seq = 2",
+        "REPLACE INTO idcard_transition_log SELECT * FROM idcard_transition_log WHERE seq = 1",
+        "INSERT OR REPLACE INTO idcard_applications SELECT * FROM idcard_applications",
+    ):
+        message = refused(raw, sql)
+        assert "idcard-workflow" in message, sql
+    assert flow.verify().broken == [] and flow.get(view.id) == view
+
+
+@pytest.mark.skipif(postgres_url() is None, reason="PostgreSQL's temporary tables")
+def test_a_temporary_table_can_not_shadow_the_allowed_transitions(
+    flow: wf.Workflow, raw: sa.Engine
+) -> None:
+    view = drive(flow, "submitted")
+    with raw.connect() as conn:
+        conn.exec_driver_sql(
+            "CREATE TEMP TABLE idcard_allowed_transitions "
+            "(machine text, event text, from_state text, to_state text)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO idcard_allowed_transitions "
+            "VALUES ('application', 'jump', 'submitted', 'collected')"
+        )
+        conn.commit()
+        with pytest.raises(sa.exc.IntegrityError, match="idcard-workflow"):
+            conn.exec_driver_sql(
+                "UPDATE idcard_applications SET state = 'collected', version = version + 1 "
+                f"WHERE id = '{view.id}'"
+            )
+        conn.rollback()
+    assert flow.get(view.id) == view
+
+
+@pytest.mark.skipif(postgres_url() is None, reason="PostgreSQL's temporary tables")
+def test_a_temporary_outbox_does_not_swallow_an_event(db_url: str, clock: Clock) -> None:
+    from sqlalchemy.orm import Session
+
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(
+                "CREATE TEMP TABLE idcard_outbox (id bigint, machine text, record_id uuid, "
+                "seq int, event text, state text, at timestamptz, acked_at timestamptz)"
+            )
+            conn.commit()
+            with Session(bind=conn) as session:
+                view = wf.Workflow(session, clock=clock).submit(form(n=77), actor=clerk())
+                session.commit()
+            shadow = conn.exec_driver_sql("SELECT count(*) FROM pg_temp.idcard_outbox").scalar()
+        assert shadow == 0
+        with wf.Workflow(db_url, clock=clock) as flow:
+            events = [e for e in flow.pending_events(limit=1000) if e.record_id == view.id]
+        assert [(e.event, e.seq) for e in events] == [("submit", 1)]
+    finally:
+        engine.dispose()
