@@ -116,6 +116,37 @@ def test_a_forged_history_whose_hashes_are_recomputed_still_fails_its_guards(
     assert "old_card_handed_back" in broken.message
 
 
+@pytest.mark.parametrize("planted", [[], None, 42, "text"], ids=repr)
+def test_a_correctly_hashed_row_with_malformed_details_is_named_not_a_crash(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, planted: object
+) -> None:
+    from workflow.engine.chain import entry_hash
+
+    target = apps["ready"]
+    with raw.begin() as conn:
+        log = wf.Base.metadata.tables["idcard_transition_log"]
+        rows = (
+            conn.execute(sa.select(log).where(log.c.record_id == target.id).order_by(log.c.seq))
+            .mappings()
+            .all()
+        )
+        forged = {**rows[-1], "details": planted}
+        digest = entry_hash(forged, rows[-2]["hash"])
+        conn.execute(
+            sa.update(log)
+            .where(log.c.id == forged["id"])
+            .values(details=planted, hash=digest)  # None: the JSON value null
+        )
+        apps_table = wf.Base.metadata.tables["idcard_applications"]
+        conn.execute(
+            sa.update(apps_table).where(apps_table.c.id == target.id).values(chain_head=digest)
+        )
+    report = flow.verify()
+    assert report.records == len(apps) + 1  # the replacement's loss report too
+    ((broken),) = report.broken
+    assert (broken.record_id, broken.seq, broken.problem) == (target.id, 5, "malformed_row")
+
+
 def test_deleting_a_row_in_the_middle_is_detected(
     flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
 ) -> None:
