@@ -36,8 +36,9 @@ from workflow.models.enums import (
 
 
 def _no_control_characters(value: str) -> str:
-    if any(unicodedata.category(c) in {"Cc", "Cs"} for c in value):
-        raise ValueError("must not contain control characters")
+    # Line and paragraph separators (U+2028, U+2029) split a log line as a newline does.
+    if any(unicodedata.category(c) in {"Cc", "Cs", "Zl", "Zp"} for c in value):
+        raise ValueError("must not contain control characters or line breaks")
     return value
 
 

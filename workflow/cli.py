@@ -52,7 +52,7 @@ DB_VARIABLE = "IDCARD_WORKFLOW_DB"
 DEFAULT_DB_URL = f"sqlite:///{demo_module.DEFAULT_DB.as_posix()}"
 """The demo's SQLite file, relative to the current directory."""
 
-_CITIZEN_NUMBER = re.compile(r"[0-9]{17}[0-9X]")
+_CITIZEN_NUMBER = re.compile(r"[0-9]{17}[0-9Xx]")
 _PIPE_WIDTH = 200
 """Width of tables written to a pipe or a file (a terminal's own width is used otherwise)."""
 _TEXT_WIDTH = 24

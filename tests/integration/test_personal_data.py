@@ -372,3 +372,13 @@ def test_receipts_are_compared_in_constant_time(
     collected = flow.collect(view.id, actor=clerk(ACCEPTANCE), receipt_no=receipt)
     assert collected.state == wf.State.COLLECTED
     assert presented(receipt), "the receipt was not compared with hmac.compare_digest"
+
+
+def test_a_citizen_number_passed_as_an_event_is_masked_in_the_log(
+    flow: wf.Workflow, captured: pytest.LogCaptureFixture
+) -> None:
+    view = flow.submit(form(), actor=clerk())
+    with pytest.raises(wf.IllegalTransition) as refused:
+        flow.fire(view.id, view.citizen_id.lower(), actor=clerk())
+    for text in (*formatted(captured), str(refused.value)):
+        assert view.citizen_id not in text.upper(), text

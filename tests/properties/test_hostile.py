@@ -884,7 +884,10 @@ GROUND = Param(
 
 
 def _has_bad_char(text: str) -> bool:
-    return any(unicodedata.category(c) in {"Cc", "Cs"} for c in text)
+    # Line and paragraph separators at either end are whitespace that validation strips.
+    return any(unicodedata.category(c) in {"Cc", "Cs"} for c in text) or any(
+        unicodedata.category(c) in {"Zl", "Zp"} for c in text.strip()
+    )
 
 
 NOTE = Param(

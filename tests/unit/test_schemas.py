@@ -114,3 +114,15 @@ def test_the_forms_repr_masks_the_citizen_number() -> None:
     number = citizen_id(7)
     assert number not in repr(form(n=7))
     assert number not in str(form(n=7))
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\n"])
+def test_an_actor_id_can_not_split_a_log_line(separator: str) -> None:
+    with pytest.raises(ValidationError, match="line breaks"):
+        wf.Actor(id=f"clerk{separator}forged entry", role="acceptance_clerk", unit="440305")
+
+
+def test_the_command_line_masks_a_citizen_number_ending_in_a_lowercase_x() -> None:
+    from workflow.cli import mask_text
+
+    assert mask_text("for 11010519491231002x today") == "for 110105********002x today"

@@ -10,6 +10,7 @@ database at all.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 from workflow.engine.chain import entry_hash
 from workflow.engine.definition import Columns, Definition
 from workflow.errors import GuardFailed, IllegalTransition
+from workflow.models.citizen_id import mask_citizen_id
 from workflow.models.schemas import Actor
 
 
@@ -33,12 +35,16 @@ class Move:
     result: dict[str, Any]
 
 
+_CITIZEN_NUMBER = re.compile(r"[0-9]{17}[0-9Xx]")
+
+
 def shown(event: object) -> str:
     """An event name as logs and messages may show it: a plain name as it is, anything else
-    quoted, escaped and cut short, so a crafted name can't forge or flood a log line."""
+    quoted, escaped and cut short, so a crafted name can't forge or flood a log line, and with
+    any citizen number in it masked (one passed by mistake for an event is personal data)."""
     if isinstance(event, str) and event.isascii() and event.isidentifier() and len(event) <= 32:
         return event
-    text = repr(event)
+    text = _CITIZEN_NUMBER.sub(lambda m: mask_citizen_id(m.group().upper()), repr(event))
     return text if len(text) <= 40 else text[:37] + "..."
 
 
