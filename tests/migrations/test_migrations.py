@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
 
@@ -146,3 +147,69 @@ def test_upgrading_a_database_with_history_chains_the_rows_already_stored(
     with wf.Workflow(empty_db_url) as flow:
         assert flow.verify().ok
         assert [flow.history(v.id) for v in views] == before
+
+
+@pytest.fixture
+def host_versions(empty_db_url: str) -> Iterator[str]:
+    """The empty database, whose host table alembic_version is dropped afterwards."""
+    yield empty_db_url
+    engine = sa.create_engine(empty_db_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+    engine.dispose()
+
+
+def _host_version_table(url: str, *versions: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE IF NOT EXISTS alembic_version "
+            "(version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
+        )
+        for version in versions:
+            conn.exec_driver_sql(f"INSERT INTO alembic_version VALUES ('{version}')")
+    engine.dispose()
+
+
+def _host_versions(url: str) -> list[str]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = [v for (v,) in conn.exec_driver_sql("SELECT version_num FROM alembic_version")]
+    engine.dispose()
+    return rows
+
+
+@pytest.mark.parametrize("host_revision", ["0001", "0003", "0005"])
+def test_a_host_whose_revisions_are_numbered_like_ours_installs_the_library(
+    host_versions: str, host_revision: str
+) -> None:
+    empty_db_url = host_versions
+    # The host's own Alembic numbers its revisions 0001, 0002, ...: its row is not ours.
+    _host_version_table(empty_db_url, host_revision)
+    assert wf.current_revision(empty_db_url) is None
+    wf.upgrade(empty_db_url)
+    assert wf.current_revision(empty_db_url) == wf.head_revision()
+    assert _host_versions(empty_db_url) == [host_revision]
+    wf.upgrade(empty_db_url)  # and the next deploy leaves it alone too
+    assert _host_versions(empty_db_url) == [host_revision]
+
+
+def test_a_host_row_stamped_after_the_library_is_never_taken(host_versions: str) -> None:
+    empty_db_url = host_versions
+    wf.upgrade(empty_db_url)
+    _host_version_table(empty_db_url, "0002")
+    wf.upgrade(empty_db_url)
+    assert _host_versions(empty_db_url) == ["0002"]
+    assert wf.current_revision(empty_db_url) == wf.head_revision()
+
+
+def test_a_host_table_that_starts_with_the_prefix_is_the_hosts() -> None:
+    assert not wf.include_name("idcard_applications", "table", {})
+    assert not wf.include_name(wf.VERSION_TABLE, "table", {})
+    assert wf.include_name("idcard_scans", "table", {})
+    assert wf.include_name("applications", "table", {})
+    scans = sa.Table("idcard_scans", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
+    assert wf.include_object(scans, "idcard_scans", "table", False, None)
+    ours = wf.Base.metadata.tables["idcard_outbox"]
+    assert not wf.include_object(ours, ours.name, "table", False, None)
+    assert not wf.include_object(ours.c.acked_at, "acked_at", "column", False, None)
