@@ -52,7 +52,8 @@ DB_VARIABLE = "IDCARD_WORKFLOW_DB"
 DEFAULT_DB_URL = f"sqlite:///{demo_module.DEFAULT_DB.as_posix()}"
 """The demo's SQLite file, relative to the current directory."""
 
-_CITIZEN_NUMBER = re.compile(r"[0-9]{17}[0-9Xx]")
+_CITIZEN_NUMBER = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
+"""A citizen number standing on its own (18 digits inside a hash are not one)."""
 _PIPE_WIDTH = 200
 """Width of tables written to a pipe or a file (a terminal's own width is used otherwise)."""
 _TEXT_WIDTH = 24

@@ -126,3 +126,11 @@ def test_the_command_line_masks_a_citizen_number_ending_in_a_lowercase_x() -> No
     from workflow.cli import mask_text
 
     assert mask_text("for 11010519491231002x today") == "for 110105********002x today"
+
+
+def test_the_command_line_leaves_a_hash_with_eighteen_digits_in_a_row_alone() -> None:
+    from workflow.cli import mask_text
+
+    digest = "2bc396ee38efb77095c331690759167448805a0673744e54755169da873efc2c"
+    assert mask_text(digest) == digest
+    assert mask_text(f"{digest} 110105194912310021") == f"{digest} 110105********0021"

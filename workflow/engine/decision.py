@@ -35,7 +35,8 @@ class Move:
     result: dict[str, Any]
 
 
-_CITIZEN_NUMBER = re.compile(r"[0-9]{17}[0-9Xx]")
+_CITIZEN_NUMBER = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
+"""A citizen number standing on its own (18 digits inside a hash are not one)."""
 
 
 def shown(event: object) -> str:
