@@ -85,32 +85,33 @@ def test_editing_a_logged_fact_is_detected(
     assert (broken.record_id, broken.seq, broken.problem) == (target.id, 6, "hash_mismatch")
 
 
-def test_a_forged_history_whose_hashes_are_recomputed_still_fails_its_guards(
-    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
-) -> None:
-    # An attacker who knows the hashing rule rewrites the collect row without the old card.
+def rehash_last_row(raw: sa.Engine, record_id: uuid.UUID, details: object) -> None:
+    """Rewrite the record's last history row with ``details`` and a correct hash, and the
+    record's chain head with it: what an attacker who knows the hashing rule can do."""
     from workflow.engine.chain import entry_hash
 
-    target = apps["collected"]
+    log = wf.Base.metadata.tables["idcard_transition_log"]
+    records = wf.Base.metadata.tables["idcard_applications"]
     with raw.begin() as conn:
-        log = wf.Base.metadata.tables["idcard_transition_log"]
         rows = (
-            conn.execute(sa.select(log).where(log.c.record_id == target.id).order_by(log.c.seq))
+            conn.execute(sa.select(log).where(log.c.record_id == record_id).order_by(log.c.seq))
             .mappings()
             .all()
         )
-        previous = rows[-2]["hash"]
-        forged = {**rows[-1], "details": {"receipt_matches": True, "old_card_returned": False}}
-        digest = entry_hash(forged, previous)
+        digest = entry_hash({**rows[-1], "details": details}, rows[-2]["hash"])
         conn.execute(
-            sa.update(log)
-            .where(log.c.id == forged["id"])
-            .values(details=forged["details"], hash=digest)
+            # None is stored as the JSON value null.
+            sa.update(log).where(log.c.id == rows[-1]["id"]).values(details=details, hash=digest)
         )
-        apps_table = wf.Base.metadata.tables["idcard_applications"]
-        conn.execute(
-            sa.update(apps_table).where(apps_table.c.id == target.id).values(chain_head=digest)
-        )
+        conn.execute(sa.update(records).where(records.c.id == record_id).values(chain_head=digest))
+
+
+def test_a_forged_history_whose_hashes_are_recomputed_still_fails_its_guards(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine
+) -> None:
+    # The collect row rewritten without the old card.
+    forged = {"receipt_matches": True, "old_card_returned": False}
+    rehash_last_row(raw, apps["collected"].id, forged)
     broken = only_broken(flow)
     assert (broken.seq, broken.problem) == (6, "guard_not_proven")
     assert "old_card_handed_back" in broken.message
@@ -120,27 +121,8 @@ def test_a_forged_history_whose_hashes_are_recomputed_still_fails_its_guards(
 def test_a_correctly_hashed_row_with_malformed_details_is_named_not_a_crash(
     flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, planted: object
 ) -> None:
-    from workflow.engine.chain import entry_hash
-
     target = apps["ready"]
-    with raw.begin() as conn:
-        log = wf.Base.metadata.tables["idcard_transition_log"]
-        rows = (
-            conn.execute(sa.select(log).where(log.c.record_id == target.id).order_by(log.c.seq))
-            .mappings()
-            .all()
-        )
-        forged = {**rows[-1], "details": planted}
-        digest = entry_hash(forged, rows[-2]["hash"])
-        conn.execute(
-            sa.update(log)
-            .where(log.c.id == forged["id"])
-            .values(details=planted, hash=digest)  # None: the JSON value null
-        )
-        apps_table = wf.Base.metadata.tables["idcard_applications"]
-        conn.execute(
-            sa.update(apps_table).where(apps_table.c.id == target.id).values(chain_head=digest)
-        )
+    rehash_last_row(raw, target.id, planted)
     report = flow.verify()
     assert report.records == len(apps) + 1  # the replacement's loss report too
     ((broken),) = report.broken
