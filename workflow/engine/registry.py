@@ -84,6 +84,10 @@ class Machine(Generic[A, V]):
     """How people call one record: "application", "loss report", "found card"."""
     facts: Mapping[str, Facts] = field(default_factory=dict)
     """Per event, the facts from other records its guards read."""
+    serialised_by: str | None = None
+    """The fixed column (a citizen number) whose value every command on the machine locks
+    first, so that commands reading or changing other machines' records for the same value
+    happen one after the other (the reactions and facts between machines depend on it)."""
 
     @property
     def name(self) -> str:

@@ -26,7 +26,7 @@ from workflow.engine.decision import Move, decide, history_row, shown
 from workflow.engine.definition import Columns
 from workflow.engine.records import RequestRepository
 from workflow.engine.registry import Machine
-from workflow.engine.store import ConflictMap, Store
+from workflow.engine.store import ConflictMap, Store, lock_value
 from workflow.errors import (
     ConcurrentUpdate,
     ConfigurationError,
@@ -290,6 +290,22 @@ class Runner:
         self.react(conn, d.name, d.creation_event, row, actor)
         return row
 
+    def _serialise(self, conn: Connection, record: Mapping[Any, Any]) -> None:
+        column = self.machine.serialised_by
+        if column is not None:
+            lock_value(conn, str(record[column]))
+
+    def _load_serialised(self, conn: Connection, record_id: uuid.UUID) -> Mapping[Any, Any] | None:
+        # The value's lock first, the record's row lock second, in every command: so two
+        # commands on one citizen never hold the two in opposite orders.
+        if self.machine.serialised_by is None or conn.dialect.name != "postgresql":
+            return self.repository.load(conn, record_id, lock=True)
+        found = self.repository.load(conn, record_id)
+        if found is None:
+            return None
+        self._serialise(conn, found)
+        return self.repository.load(conn, record_id, lock=True)
+
     def facts(self, conn: Connection, event: Any, record: Mapping[Any, Any]) -> Mapping[str, Any]:
         """The facts the event's guards need from other records (declared by the machine)."""
         compute = self.machine.facts.get(event) if isinstance(event, str) else None
@@ -313,7 +329,7 @@ class Runner:
         """
         d = self.definition
         try:
-            record = self.repository.load(conn, record_id, lock=True)
+            record = self._load_serialised(conn, record_id)
             if record is None:
                 raise NotFound(record_id, machine=d.name)
             move = decide(
@@ -359,6 +375,12 @@ class Runner:
         a record that fails a check is refused and the rest go on. Returns the moved records'
         new values and the refusals, in the order given."""
         d = self.definition
+        if self.machine.serialised_by is not None and conn.dialect.name == "postgresql":
+            # Every value of the chunk locked first, in one order, then the rows.
+            column = self.machine.serialised_by
+            found = self.repository.load_many(conn, record_ids)
+            for value in sorted({str(r[column]) for r in found.values()}):
+                lock_value(conn, value)
         records = self.repository.load_many(conn, record_ids, lock=True)
         now = self.now()
         moves: list[Move] = []
@@ -403,6 +425,7 @@ class Runner:
             now = self.now()
             values = creation.values(value, actor, now)
             self.may_create(actor, values)
+            self._serialise(conn, values)
             if creation.unique is not None:
                 creation.unique.refuse(conn, value)
             row = self.create_in(conn, values, actor=actor, now=now)

@@ -295,6 +295,17 @@ class Store:
             yield conn
 
 
+def lock_value(connection: Connection, value: str) -> None:
+    """Hold a lock on ``value`` until the transaction ends; a second transaction locking the
+    same value waits. PostgreSQL's transaction-scoped advisory lock (taken again by the same
+    transaction, it is already held); SQLite has one writer at a time and needs none."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%(value)s, 0))",
+            {"value": "idcard:" + value},
+        )
+
+
 def _autocommits(connection: Connection) -> bool:
     """Whether the driver runs each statement as its own transaction (PostgreSQL drivers)."""
     dbapi = connection.connection.dbapi_connection

@@ -348,6 +348,7 @@ MACHINE: Machine[SubmitApplication, ApplicationView] = Machine(
             column="idcard_applications.citizen_id",
         ),
     ),
+    serialised_by="citizen_id",
     noun="application",
 )
 """The application machine as the engine runs it."""

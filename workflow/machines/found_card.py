@@ -140,6 +140,7 @@ MACHINE: Machine[str, FoundCardView] = Machine(
     repository=REPOSITORY,
     view=FoundCardView,
     creation=Creation(argument=TypeAdapter(CitizenId, config=HIDDEN), values=found_card_values),
+    serialised_by="citizen_id",
     noun="found card",
     facts={"return_to_owner": _replacement_since_loss, "destroy": _replacement_since_loss},
 )

@@ -161,6 +161,7 @@ MACHINE: Machine[str, LossReportView] = Machine(
             column="idcard_loss_reports.citizen_id",
         ),
     ),
+    serialised_by="citizen_id",
     noun="loss report",
     facts={"close": _replacement_collected},
 )
