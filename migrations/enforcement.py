@@ -206,6 +206,30 @@ def install_publish_function() -> None:
     )
 
 
+def install_publish_function_for(machines: tuple[str, ...], message: str) -> None:
+    """PostgreSQL's publishing function, refusing a row of a machine not in ``machines``.
+
+    The check lives in the function the publishing trigger already runs for every row, so it
+    costs no trigger of its own; like every library function it runs with a fixed search path.
+    """
+    known = ", ".join(f"'{m}'" for m in machines)
+    schema = op.get_bind().exec_driver_sql("SELECT current_schema()").scalar()
+    op.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION idcard_publish() RETURNS trigger LANGUAGE plpgsql
+        SET search_path = "{schema}", pg_temp AS $$
+        BEGIN
+            IF NEW.machine NOT IN ({known}) THEN
+                RAISE EXCEPTION USING ERRCODE = '23000', MESSAGE = '{message}';
+            END IF;
+            INSERT INTO {name("outbox")} (machine, record_id, seq, event, state, at, acked_at)
+            VALUES (NEW.machine, NEW.record_id, NEW.seq, NEW.event, NEW.to_state, NEW.at, NULL);
+            RETURN NULL;
+        END $$
+        """
+    )
+
+
 def unpublish_log() -> None:
     log = name("transition_log")
     if _sqlite():

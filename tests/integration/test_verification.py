@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 
 import workflow as wf
-from tests.support import Clock, clerk, drive, producer, reviewer, tampering
+from tests.support import Clock, citizen_id, clerk, drive, producer, reviewer, tampering
 from workflow.models.enums import Kind
 
 
@@ -302,3 +303,182 @@ def test_explain_gives_every_reason_for_a_foreign_actor(flow: wf.Workflow) -> No
 def test_explain_of_an_unknown_application_is_not_found(flow: wf.Workflow) -> None:
     with pytest.raises(wf.NotFound):
         flow.explain(uuid.uuid4(), clerk())
+
+
+# -- forgeries the database's own checks let through (issue 11) ---------------------------------
+
+LOG = wf.Base.metadata.tables["idcard_transition_log"]
+APPLICATIONS = wf.Base.metadata.tables["idcard_applications"]
+
+
+def test_a_record_rebuilt_with_another_identity_under_its_own_history_is_detected(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], db_url: str
+) -> None:
+    """Deleted, re-inserted in its initial state with another citizen, name and receipt, and
+    walked forward along its existing history: every step is one the database's own checks
+    allow (they stay on here), and every hash still matches."""
+    target = apps["ready"]
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            row = dict(
+                conn.execute(sa.select(APPLICATIONS).where(APPLICATIONS.c.id == target.id))
+                .mappings()
+                .one()
+            )
+            history = (
+                conn.execute(sa.select(LOG).where(LOG.c.record_id == target.id).order_by(LOG.c.seq))
+                .mappings()
+                .all()
+            )
+            conn.execute(sa.delete(APPLICATIONS).where(APPLICATIONS.c.id == target.id))
+            planted = {
+                **row,
+                "citizen_id": citizen_id(40),
+                "name": "冒名顶替",
+                "receipt_no": "PLANTED-0001",
+                "state": history[0]["to_state"],
+                "version": 1,
+                "chain_head": history[0]["hash"],
+            }
+            conn.execute(sa.insert(APPLICATIONS).values(planted))
+            for step in history[1:]:
+                conn.execute(
+                    sa.update(APPLICATIONS)
+                    .where(APPLICATIONS.c.id == target.id)
+                    .values(state=step["to_state"], version=step["seq"], chain_head=step["hash"])
+                )
+    finally:
+        engine.dispose()
+    broken = only_broken(flow)
+    assert (broken.record_id, broken.seq, broken.problem) == (target.id, 1, "identity_changed")
+    assert "citizen_id, name, receipt_no" in broken.message
+    assert citizen_id(40) not in broken.message
+
+
+def append_forged_step(
+    db_url: str, record_id: uuid.UUID, event: str, to_state: str, actor: wf.Actor
+) -> None:
+    """Append a correctly hashed history row and move the record to match, as a writer who
+    knows the hashing rule can, with the database's own checks on."""
+    from workflow.engine.decision import history_row
+
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            record = (
+                conn.execute(sa.select(APPLICATIONS).where(APPLICATIONS.c.id == record_id))
+                .mappings()
+                .one()
+            )
+            entry = history_row(
+                "application",
+                record_id,
+                record["version"] + 1,
+                event,
+                record["state"],
+                to_state,
+                actor,
+                record["submitted_at"],
+                {},
+                previous=record["chain_head"],
+            )
+            conn.execute(sa.insert(LOG).values(entry))
+            conn.execute(
+                sa.update(APPLICATIONS)
+                .where(APPLICATIONS.c.id == record_id)
+                .values(state=to_state, version=entry["seq"], chain_head=entry["hash"])
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "actor",
+    [producer(), reviewer("320102")],
+    ids=["card producer", "reviewer of another county"],
+)
+def test_a_step_fired_by_an_actor_without_the_permission_is_detected(
+    flow: wf.Workflow, db_url: str, actor: wf.Actor
+) -> None:
+    view = drive(flow, "transmitted", n=9)
+    append_forged_step(db_url, view.id, "approve", "approved", actor)
+    broken = only_broken(flow)
+    assert (broken.record_id, broken.seq, broken.problem) == (view.id, 3, "not_permitted")
+    assert actor.unit in broken.message
+
+
+def test_a_creation_by_an_actor_without_the_permission_is_detected(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
+) -> None:
+    from workflow.engine.chain import entry_hash
+
+    target = apps["submitted"]
+    with raw.begin() as conn:
+        (first,) = conn.execute(sa.select(LOG).where(LOG.c.record_id == target.id)).mappings()
+        forged = {**first, "actor_unit": "320102"}  # a clerk of another county
+        digest = entry_hash(forged, None)
+        conn.execute(
+            sa.update(LOG).where(LOG.c.id == first["id"]).values(actor_unit="320102", hash=digest)
+        )
+        conn.execute(
+            sa.update(APPLICATIONS).where(APPLICATIONS.c.id == target.id).values(chain_head=digest)
+        )
+    broken = only_broken(flow)
+    assert (broken.record_id, broken.seq, broken.problem) == (target.id, 1, "not_permitted")
+
+
+def ghost_row(record_id: uuid.UUID) -> dict[str, object]:
+    from workflow.engine.decision import history_row
+
+    return history_row("ghost", record_id, 1, "haunt", None, "here", clerk(), datetime.now(UTC), {})
+
+
+def test_the_database_refuses_history_rows_of_unknown_machines(db_url: str) -> None:
+    engine = sa.create_engine(db_url)
+    try:
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            conn.execute(sa.insert(LOG).values(ghost_row(uuid.uuid4())))
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM idcard_outbox")).scalar() == 0
+    finally:
+        engine.dispose()
+
+
+def test_history_rows_of_unknown_machines_are_named(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine
+) -> None:
+    ghost = uuid.uuid4()
+    with raw.begin() as conn:  # past the database's checks
+        conn.execute(sa.insert(LOG).values(ghost_row(ghost)))
+    broken = only_broken(flow)
+    assert (broken.machine, broken.record_id, broken.seq) == ("ghost", ghost, 1)
+    assert broken.problem == "unknown_machine"
+    assert flow.verify(ghost).broken[0].problem == "unknown_machine"
+
+
+def test_values_sqlite_cannot_read_back_are_named_not_a_crash(
+    flow: wf.Workflow, apps: dict[str, wf.ApplicationView], raw: sa.Engine, db_url: str
+) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's column types refuse such values")
+    execute(
+        raw,
+        "UPDATE idcard_transition_log SET at = 'garbage' WHERE record_id = :id AND seq = 2",
+        id=apps["ready"].id.hex,
+    )
+    execute(
+        raw,
+        "UPDATE idcard_applications SET fee_paid = 'forty' WHERE id = :id",
+        id=apps["submitted"].id.hex,
+    )
+    for size in (1000, 2):
+        report = flow.verify(batch_size=size)
+        assert report.records == len(apps) + 1
+        found = {
+            (b.record_id, b.seq, b.problem, b.message.rsplit(": ", 1)[-1]) for b in report.broken
+        }
+        assert found == {
+            (apps["ready"].id, 2, "malformed_row", "unreadable at"),
+            (apps["submitted"].id, None, "malformed_row", "unreadable fee_paid"),
+        }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +41,33 @@ def canonical(entry: Mapping[str, Any], previous: str | None) -> bytes:
     content["record_id"] = str(content["record_id"])
     content["previous"] = previous or ""
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+IDENTITY_FACT = "identity"
+"""The key of the first history row's details that holds the record's identity digest."""
+
+
+def identity_digest(
+    machine: str, record_id: Any, values: Mapping[str, Any], columns: Sequence[str]
+) -> str:
+    """The digest that binds a record's identity columns to its history: SHA-256 over the
+    machine, the record's id and the columns' values, as canonical JSON.
+
+    The record's id makes it differ for every record, so equal identities give unequal
+    digests. It is not keyed: anyone holding a record's history can test a guess of the
+    values, so it proves identity and hides nothing from a reader who may read the record.
+    """
+    content = {
+        "machine": machine,
+        "record_id": str(record_id),
+        "identity": {name: _text(values[name]) for name in columns},
+    }
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def entry_hash(entry: Mapping[str, Any], previous: str | None) -> str:

@@ -158,6 +158,8 @@ class Definition:
     creation: Permission
     creation_event: str
     creation_facts: Callable[[Record], Mapping[str, Any]]
+    creation_guards: tuple[Guard, ...] = ()
+    identity: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, machine: type[StateMachine], *, name: str) -> Definition:
@@ -165,6 +167,9 @@ class Definition:
         creation: Permission | None = getattr(machine, "creation", None)
         creation_event: str | None = getattr(machine, "creation_event", None)
         creation_facts = getattr(machine, "creation_facts", None) or _no_facts
+        creation_guards = tuple(getattr(machine, "creation_guards", ()))
+        if not all(isinstance(g, Guard) for g in creation_guards):
+            raise DefinitionError(f"{machine.__name__}.creation_guards must be Guards")
         if creation is None or creation_event is None:
             raise DefinitionError(f"{machine.__name__} must set `creation` and `creation_event`")
         transitions: dict[tuple[str, str], Transition] = {}
@@ -204,6 +209,8 @@ class Definition:
             creation=creation,
             creation_event=creation_event,
             creation_facts=creation_facts,
+            creation_guards=creation_guards,
+            identity=tuple(getattr(machine, "identity", ())),
         )
 
     def transition(self, state: str, event: str) -> Transition | None:
@@ -254,3 +261,10 @@ class ProcessMachine(StateMachine):
     creation_facts: ClassVar[staticmethod[[Record], Mapping[str, Any]] | None] = None
     """The facts about a new record that its first history row keeps (a staticmethod);
     verification compares them with the stored record, so a changed fixed column is detected."""
+    creation_guards: ClassVar[tuple[Guard, ...]] = ()
+    """Conditions the creation must meet, decided on the new record's columns and the creation
+    command's validated argument; their facts go into the first history row."""
+    identity: ClassVar[tuple[str, ...]] = ()
+    """The fixed columns that say whose record it is (a citizen number, a name, a receipt).
+    The first history row keeps a digest of them, never the values, so a record rebuilt with
+    another identity under an existing history is detected."""

@@ -204,10 +204,11 @@ class Repository:
     def orphan_histories(
         self, conn: Connection, record_id: uuid.UUID | None = None
     ) -> Sequence[tuple[uuid.UUID, int]]:
-        """``(record_id, first seq)`` of history rows whose record does not exist."""
+        """``(record_id, first seq)`` of history rows whose record does not exist. A record id
+        that is no UUID (a row planted on SQLite) comes out as the nil UUID."""
         log, t = self.log, self.table
         query = (
-            sa.select(log.c.record_id, sa.func.min(log.c.seq))
+            sa.select(sa.type_coerce(log.c.record_id, sa.String), sa.func.min(log.c.seq))
             .select_from(log.outerjoin(t, t.c.id == log.c.record_id))
             .where(log.c.machine == self.machine, t.c.id.is_(None))
             .group_by(log.c.record_id)
@@ -215,7 +216,16 @@ class Repository:
         )
         if record_id is not None:
             query = query.where(log.c.record_id == record_id)
-        return [(row[0], int(row[1])) for row in conn.execute(query)]
+        return [(_as_uuid(row[0]), int(row[1])) for row in conn.execute(query)]
+
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(hex=str(value))
+    except ValueError:
+        return uuid.UUID(int=0)
 
 
 class RequestRepository:

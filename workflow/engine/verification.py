@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.engine import Connection
 
-from workflow.engine.chain import entry_hash
+from workflow.engine.chain import IDENTITY_FACT, entry_hash, identity_digest
+from workflow.engine.decision import shown
 from workflow.engine.definition import Columns, Definition
 from workflow.engine.records import Repository
 from workflow.engine.store import Store
+from workflow.models.base import TransitionLog
 
 PROBLEMS: Mapping[str, str] = {
     "missing_history": "the record has no history",
@@ -31,6 +36,10 @@ PROBLEMS: Mapping[str, str] = {
     "chain_head_mismatch": "the record's chain head is not the hash of its last history row",
     "history_without_record": "history rows exist for a record that does not",
     "malformed_row": "a stored value is not of the shape the library writes (planted by hand)",
+    "identity_changed": "the record's citizen number, name or receipt is not the one its "
+    "history was created for (the record was rebuilt under another's history)",
+    "not_permitted": "the row's actor (role and unit) may not fire its event on this record",
+    "unknown_machine": "history rows of a machine the library does not know",
 }
 """Every problem verification names, with what it means."""
 
@@ -85,19 +94,25 @@ def verify(
     """Check every record of the machine (or one) and return the report."""
     records = rows = 0
     broken: list[BrokenRecord] = []
-    for record, history in _records_with_history(store, repository, record_id, batch_size):
+    for item in _records_with_history(store, repository, record_id, batch_size):
         records += 1
-        rows += len(history)
-        try:
-            found = check_record(definition, record, history)
-        except Exception as exc:  # a planted value must name its record, not stop the audit
-            found = None, "malformed_row", f"{type(exc).__name__} while checking it"
+        found: tuple[int | None, str, str] | None
+        if isinstance(item, _Unreadable):
+            key, found = item.record_id, (item.seq, "malformed_row", item.detail)
+        else:
+            record, history = item
+            key = record["id"]
+            rows += len(history)
+            try:
+                found = check_record(definition, record, history)
+            except Exception as exc:  # a planted value must name its record, not stop the audit
+                found = None, "malformed_row", f"{type(exc).__name__} while checking it"
         if found is not None:
             seq, problem, detail = found
             broken.append(
                 BrokenRecord(
                     machine=definition.name,
-                    record_id=record["id"],
+                    record_id=key,
                     seq=seq,
                     problem=problem,
                     message=f"{PROBLEMS[problem]}{': ' + detail if detail else ''}",
@@ -118,32 +133,216 @@ def verify(
     return VerificationReport(records=records, rows=rows, broken=broken)
 
 
+def unknown_machines(
+    store: Store, known: Iterable[str], *, record_id: uuid.UUID | None = None
+) -> list[BrokenRecord]:
+    """One `BrokenRecord` per record of a machine not in ``known`` that has history rows.
+
+    Such rows were planted past the library (the database refuses them since revision 0009);
+    the machine's name is shown escaped, and a record id that is no UUID as the nil UUID."""
+    log: sa.Table = TransitionLog.__table__  # type: ignore[assignment]
+    record = sa.type_coerce(log.c.record_id, sa.String)
+    query = (
+        sa.select(log.c.machine, record, sa.func.min(log.c.seq))
+        .where(log.c.machine.not_in(sorted(known)))
+        .group_by(log.c.machine, record)
+        .order_by(log.c.machine, record)
+    )
+    if record_id is not None:
+        query = query.where(log.c.record_id == record_id)
+    with store.transaction(write=False) as conn:
+        rows = conn.execute(query).all()
+    found = []
+    for machine, stored_id, first_seq in rows:
+        try:
+            parsed = uuid.UUID(str(stored_id))
+            where = ""
+        except ValueError:
+            parsed, where = uuid.UUID(int=0), " (its record id is no UUID)"
+        found.append(
+            BrokenRecord(
+                machine=shown(machine),
+                record_id=parsed,
+                seq=int(first_seq) if isinstance(first_seq, int) else None,
+                problem="unknown_machine",
+                message=f"{PROBLEMS['unknown_machine']}: {shown(machine)}{where}",
+            )
+        )
+    return found
+
+
+_UNREADABLE = (TypeError, ValueError, ArithmeticError)
+"""What converting a stored value can raise when the value is not one the library wrote (SQLite
+keeps any value in any column): a decimal, a time, a JSON document, a UUID."""
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """A record, or its history, with a stored value that can't be read back."""
+
+    record_id: uuid.UUID
+    seq: int | None
+    detail: str
+
+
 def _records_with_history(
     store: Store,
     repository: Repository,
     record_id: uuid.UUID | None,
     batch_size: int,
-) -> Iterator[tuple[Mapping[Any, Any], Sequence[Mapping[Any, Any]]]]:
-    after: uuid.UUID | None = None
+) -> Iterator[tuple[Mapping[Any, Any], Sequence[Mapping[Any, Any]]] | _Unreadable]:
+    after: uuid.UUID | str | None = None
+    last: uuid.UUID | str | None
     while True:
         with store.transaction(write=False, snapshot=True) as conn:
-            if record_id is not None:
-                one = repository.load(conn, record_id)
-                batch = [one] if one is not None else []
-            else:
-                batch = list(repository.records_after(conn, after, batch_size))
-            ids = [r["id"] for r in batch]
-            histories = {
-                key: list(group)
-                for key, group in groupby(
-                    repository.histories(conn, ids), key=lambda row: row["record_id"]
+            try:
+                if isinstance(after, str):
+                    raise ValueError("the last id read is no UUID")
+                count, last, found = _batch(conn, repository, record_id, after, batch_size)
+            except _UNREADABLE:
+                # A planted value somewhere in the batch: read it record by record, so the
+                # records that can be read are checked and the others named.
+                count, last, found = _batch_one_by_one(
+                    conn, repository, record_id, after, batch_size
                 )
-            }
-        for record in batch:
-            yield record, histories.get(record["id"], [])
-        if record_id is not None or len(batch) < batch_size:
+        yield from found
+        if record_id is not None or count < batch_size or last is None:
             return
-        after = ids[-1]
+        after = last
+
+
+Found = list[tuple[Mapping[Any, Any], Sequence[Mapping[Any, Any]]] | _Unreadable]
+"""A batch as verification reads it: each record with its history, or what made it unreadable."""
+
+
+def _batch(
+    conn: Connection,
+    repository: Repository,
+    record_id: uuid.UUID | None,
+    after: uuid.UUID | None,
+    batch_size: int,
+) -> tuple[int, uuid.UUID | None, Found]:
+    """The next batch of records with their histories: how many, the last id, the batch."""
+    if record_id is not None:
+        one = repository.load(conn, record_id)
+        batch = [one] if one is not None else []
+    else:
+        batch = list(repository.records_after(conn, after, batch_size))
+    ids = [r["id"] for r in batch]
+    histories = {
+        key: list(group)
+        for key, group in groupby(repository.histories(conn, ids), key=lambda row: row["record_id"])
+    }
+    found: Found = [(record, histories.get(record["id"], [])) for record in batch]
+    return len(batch), ids[-1] if ids else None, found
+
+
+def _batch_one_by_one(
+    conn: Connection,
+    repository: Repository,
+    record_id: uuid.UUID | None,
+    after: uuid.UUID | str | None,
+    batch_size: int,
+) -> tuple[int, uuid.UUID | str | None, Found]:
+    """`_batch`, one record at a time. Ids are read as stored, so paging goes on past an id
+    that is no UUID (only SQLite can hold one, and compares ids as the text it stores)."""
+    t, log = repository.table, repository.log
+    stored_id = sa.type_coerce(t.c.id, sa.String)
+    query = sa.select(stored_id).order_by(t.c.id).limit(batch_size)
+    if record_id is not None:
+        query = query.where(t.c.id == record_id)
+    elif isinstance(after, str):
+        query = query.where(stored_id > after)
+    elif after is not None:
+        query = query.where(t.c.id > after)
+    stored = [value for (value,) in conn.execute(query)]
+    found: Found = []
+    last: uuid.UUID | str | None = None
+    for value in stored:
+        try:
+            key = value if isinstance(value, uuid.UUID) else uuid.UUID(hex=str(value))
+        except ValueError:
+            last = str(value)
+            found.append(_Unreadable(uuid.UUID(int=0), None, "the record's id is no UUID"))
+            continue
+        last = key
+        try:
+            record = repository.load(conn, key)
+        except _UNREADABLE:
+            found.append(_Unreadable(key, None, _bad_columns(conn, t, t.c.id == key)))
+            continue
+        rows = sa.and_(log.c.machine == repository.machine, log.c.record_id == key)
+        try:
+            history = repository.history(conn, key)
+        except _UNREADABLE:
+            found.append(
+                _Unreadable(key, _first_bad_seq(conn, log, rows), _bad_columns(conn, log, rows))
+            )
+            continue
+        if record is not None:
+            found.append((record, history))
+    return len(stored), last, found
+
+
+def _bad_columns(conn: Connection, table: sa.Table, where: Any) -> str:
+    """Which columns of the rows ``where`` selects hold a value that can't be read back."""
+    bad = []
+    for column in table.columns:
+        try:
+            conn.execute(sa.select(column).where(where)).all()
+        except _UNREADABLE:
+            bad.append(column.name)
+    return f"unreadable {', '.join(bad) or 'values'}"
+
+
+def _first_bad_seq(conn: Connection, log: sa.Table, rows: Any) -> int | None:
+    for (seq,) in conn.execute(sa.select(log.c.seq).where(rows).order_by(log.c.seq)):
+        try:
+            conn.execute(sa.select(log).where(rows, log.c.seq == seq)).all()
+        except _UNREADABLE:
+            return int(seq)
+    return None
+
+
+class _Actor:
+    """The actor a history row records, as permissions read one."""
+
+    __slots__ = ("id", "role", "unit")
+
+    def __init__(self, row: Mapping[Any, Any]) -> None:
+        self.id = row["actor_id"]
+        self.role = row["actor_role"]
+        self.unit = row["actor_unit"]
+
+
+def _creation_problem(
+    definition: Definition,
+    values: Columns,
+    record: Mapping[Any, Any],
+    row: Mapping[Any, Any],
+    actor: _Actor,
+) -> tuple[str, str] | None:
+    """What is wrong with a record's first history row: its creator, its fixed facts, its
+    guards or its identity digest; None if nothing."""
+    details = row["details"]
+    refused = definition.creation.problems(definition.creation_event, actor, values)
+    if refused:
+        return "not_permitted", "; ".join(message for _, message in refused)
+    expected = dict(definition.creation_facts(values))
+    recorded = {k: details.get(k) for k in expected}
+    if recorded != expected:
+        changed = sorted(k for k in expected if recorded[k] != expected[k])
+        return "creation_facts_changed", ", ".join(changed)
+    for guard in definition.creation_guards:
+        if not guard.holds(values, details):
+            return "guard_not_proven", guard.name
+    # Rows written before revision 0009 bind no identity; every later one does.
+    digest = details.get(IDENTITY_FACT)
+    if digest is None or not definition.identity:
+        return None
+    if digest != identity_digest(definition.name, record["id"], record, definition.identity):
+        return "identity_changed", ", ".join(definition.identity)
+    return None
 
 
 def check_record(
@@ -171,6 +370,7 @@ def check_record(
             return seq, "sequence_broken", f"expected position {position}"
         if row["hash"] != entry_hash(row, previous):
             return seq, "hash_mismatch", ""
+        actor = _Actor(row)
         if position == 1:
             if (row["event"], row["from_state"], row["to_state"]) != (
                 definition.creation_event,
@@ -178,11 +378,9 @@ def check_record(
                 definition.initial,
             ):
                 return seq, "bad_creation", f"{row['event']} to {row['to_state']}"
-            expected = dict(definition.creation_facts(values))
-            recorded = {k: row["details"].get(k) for k in expected}
-            if recorded != expected:
-                changed = sorted(k for k in expected if recorded[k] != expected[k])
-                return seq, "creation_facts_changed", ", ".join(changed)
+            found = _creation_problem(definition, values, record, row, actor)
+            if found is not None:
+                return seq, *found
         else:
             transition = definition.transition(str(state), row["event"])
             if (
@@ -195,6 +393,10 @@ def check_record(
                     "illegal_step",
                     f"{row['event']}: {row['from_state']} → {row['to_state']}",
                 )
+            permission = definition.events[transition.event].permission
+            refused = permission.problems(transition.event, actor, values)
+            if refused:
+                return seq, "not_permitted", "; ".join(message for _, message in refused)
             for guard in transition.guards:
                 if not guard.holds(values, row["details"]):
                     return seq, "guard_not_proven", guard.name
