@@ -165,6 +165,14 @@ class ExtendPayload(_Input):
     """Why the card can't be issued in time (the transport difficulty), in words."""
 
 
+class ReportLoss(_Input):
+    """A loss report as taken at the counter: whose card, and that the holder came in person
+    with the identity checked (a loss is reported only so)."""
+
+    citizen_id: CitizenId
+    identity_checked: bool = False
+
+
 class WithdrawPayload(_Input):
     """What the clerk checks when a loss report is withdrawn."""
 

@@ -57,6 +57,7 @@ from workflow.models.schemas import (
     LossReportView,
     PendingEvent,
     Reason,
+    ReportLoss,
     SubmitApplication,
     TransitionRecord,
 )
@@ -106,6 +107,7 @@ __all__ = [
     "PermissionDenied",
     "Reason",
     "RejectionGround",
+    "ReportLoss",
     "Role",
     "SchemaOutOfDate",
     "State",

@@ -292,12 +292,20 @@ class AsyncWorkflow:
     # -- loss reports -----------------------------------------------------------------------
 
     async def report_loss(
-        self, citizen_id: str, *, actor: Actor, request_id: str | None = None
+        self,
+        citizen_id: str,
+        *,
+        actor: Actor,
+        identity_checked: bool,
+        request_id: str | None = None,
     ) -> LossReportView:
-        """Record that the citizen's card was lost; any acceptance clerk, anywhere. At most one
-        report per citizen is active (`DuplicateLossReport`)."""
+        """Record that the citizen's card was lost; any acceptance clerk, anywhere, the holder
+        in person with ``identity_checked``. At most one report per citizen is active
+        (`DuplicateLossReport`). See `Workflow.report_loss`."""
         return await self._run(
-            lambda f: f.report_loss(citizen_id, actor=actor, request_id=request_id)
+            lambda f: f.report_loss(
+                citizen_id, actor=actor, identity_checked=identity_checked, request_id=request_id
+            )
         )
 
     async def withdraw_loss_report(

@@ -31,7 +31,7 @@ from workflow.engine.runner import (
     system_clock,
 )
 from workflow.engine.store import Bind, Store
-from workflow.engine.verification import VerificationReport, merge, verify
+from workflow.engine.verification import VerificationReport, merge, unknown_machines, verify
 from workflow.errors import NotFound
 from workflow.machines import MACHINES, REGISTRY, application, loss_report
 from workflow.machines.reactions import REACTIONS
@@ -46,6 +46,7 @@ from workflow.models.schemas import (
     FoundCardView,
     LossReportView,
     PendingEvent,
+    ReportLoss,
     SubmitApplication,
     TransitionRecord,
 )
@@ -153,7 +154,7 @@ class Workflow:
     """
 
     applications: Handle[SubmitApplication, ApplicationView]
-    loss_reports: Handle[str, LossReportView]
+    loss_reports: Handle[ReportLoss, LossReportView]
     found_cards: Handle[str, FoundCardView]
 
     def __init__(self, bind: Bind, *, clock: Clock | None = None) -> None:
@@ -169,7 +170,15 @@ class Workflow:
             # (a host may make it first and open `with session.begin():` after). The schema is
             # checked in the first command's own transaction instead.
             self._store.check_first = require_head_on
-        self._executor = Executor(self._store, RequestRepository(), clock or system_clock)
+        races = {
+            key: lost
+            for m in REGISTRY
+            if m.creation.unique is not None
+            for key, lost in m.creation.unique.races().items()
+        }
+        self._executor = Executor(
+            self._store, RequestRepository(), clock or system_clock, races=races
+        )
         self._outbox = OutboxRepository()
         self._runners: dict[str, Runner] = {}
         for machine in REGISTRY:
@@ -181,7 +190,7 @@ class Workflow:
             Handle[SubmitApplication, ApplicationView], self._handles[application.APPLICATION.name]
         )
         self.loss_reports = cast(
-            Handle[str, LossReportView], self._handles[loss_report.LOSS_REPORT.name]
+            Handle[ReportLoss, LossReportView], self._handles[loss_report.LOSS_REPORT.name]
         )
         self.found_cards = cast(Handle[str, FoundCardView], self._handles["found_card"])
 
@@ -331,11 +340,20 @@ class Workflow:
     # -- loss reports -----------------------------------------------------------------------
 
     def report_loss(
-        self, citizen_id: str, *, actor: Actor, request_id: str | None = None
+        self,
+        citizen_id: str,
+        *,
+        actor: Actor,
+        identity_checked: bool,
+        request_id: str | None = None,
     ) -> LossReportView:
-        """Record that the citizen's card was lost; any acceptance clerk, anywhere. At most one
-        report per citizen is active (`DuplicateLossReport`), which the database enforces too."""
-        return self.loss_reports.create(citizen_id, actor=actor, request_id=request_id)
+        """Record that the citizen's card was lost; any acceptance clerk, anywhere. Only the
+        holder reports it, in person, identity checked: refused (`GuardFailed`,
+        ``holder_in_person``) unless ``identity_checked``, which the history records. At most
+        one report per citizen is active (`DuplicateLossReport`), which the database enforces
+        too."""
+        form = ReportLoss(citizen_id=citizen_id, identity_checked=identity_checked)
+        return self.loss_reports.create(form, actor=actor, request_id=request_id)
 
     def withdraw_loss_report(
         self,
@@ -345,7 +363,9 @@ class Workflow:
         card_presented: bool,
         request_id: str | None = None,
     ) -> LossReportView:
-        """The holder came back in person with the found card: reported → withdrawn."""
+        """The holder came back in person with the found card: reported → withdrawn. Refused
+        (`GuardFailed`, ``no_replacement_in_progress``) while a replacement for the citizen is
+        in progress: the report a replacement filed stands until it is collected or rejected."""
         return self.loss_reports.fire(
             report_id,
             "withdraw",
@@ -437,6 +457,9 @@ class Workflow:
             verify(self._store, m.definition, m.repository, record_id=one, batch_size=size)
             for m in REGISTRY
         )
+        strays = unknown_machines(self._store, (m.name for m in REGISTRY), record_id=one)
+        if strays:
+            report = report.model_copy(update={"broken": [*report.broken, *strays]})
         if one is not None and report.records == 0 and not report.broken:
             raise NotFound(one, machine="record")
         return report

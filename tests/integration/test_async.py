@@ -214,11 +214,13 @@ def test_a_loss_report_and_found_cards(db_url: str, clock: Clock) -> None:
     async def test(engine: AsyncEngine) -> None:
         flow = wf.AsyncWorkflow(engine, clock=clock)
         # Reported, then the card is handed in and given back: the report is withdrawn.
-        report = await flow.report_loss(citizen_id(1), actor=clerk(OTHER_COUNTY))
+        report = await flow.report_loss(
+            citizen_id(1), actor=clerk(OTHER_COUNTY), identity_checked=True
+        )
         assert isinstance(report, wf.LossReportView) and report.state == "reported"
         assert await flow.is_reported_lost(citizen_id(1))
         with pytest.raises(wf.DuplicateLossReport):
-            await flow.report_loss(citizen_id(1), actor=clerk())
+            await flow.report_loss(citizen_id(1), actor=clerk(), identity_checked=True)
         card = await flow.register_found_card(citizen_id(1), actor=clerk())
         assert isinstance(card, wf.FoundCardView) and card.state == "held"
         with pytest.raises(wf.GuardFailed):
@@ -231,7 +233,7 @@ def test_a_loss_report_and_found_cards(db_url: str, clock: Clock) -> None:
         assert [h.event for h in await flow.history(card.id)] == ["register", "return_to_owner"]
 
         # Reported and withdrawn by the holder in person.
-        second = await flow.report_loss(citizen_id(2), actor=clerk())
+        second = await flow.report_loss(citizen_id(2), actor=clerk(), identity_checked=True)
         withdrawn = await flow.withdraw_loss_report(second.id, actor=clerk(), card_presented=True)
         assert withdrawn.state == "withdrawn"
 
@@ -295,7 +297,9 @@ def test_a_session_begin_block_that_raises_discards_the_writes(db_url: str, cloc
             async with AsyncSession(engine) as session, session.begin():
                 flow = wf.AsyncWorkflow(session, clock=clock)
                 ids.append((await flow.submit(form(n=1), actor=clerk())).id)
-                ids.append((await flow.report_loss(citizen_id(2), actor=clerk())).id)
+                ids.append(
+                    (await flow.report_loss(citizen_id(2), actor=clerk(), identity_checked=True)).id
+                )
                 raise RuntimeError("host failed")
         assert await stored(db_url, ids[0]) is None
         async with async_engine(db_url) as fresh:

@@ -138,7 +138,9 @@ class Stage:
         self.records["transmitted damaged"] = flow.transmit(
             submitted.id, actor=clerk(), request_id=USED_REQUESTS[1]
         )
-        self.records["loss report"] = flow.report_loss(citizen_id(30), actor=clerk())
+        self.records["loss report"] = flow.report_loss(
+            citizen_id(30), actor=clerk(), identity_checked=True
+        )
         self.records["found card"] = flow.register_found_card(citizen_id(31), actor=clerk())
         self.records["found card, replaced"] = flow.register_found_card(
             citizen_id(8), actor=clerk()
@@ -1270,7 +1272,7 @@ METHODS: dict[str, Method] = {
         Method("fire", _app_id_first(EVENT, ACTOR, REQUEST_ID, PAYLOAD), "ready", None),
         Method("fire_many", (APP_IDS, EVENT, ACTOR, CHUNK, PAYLOAD), "ready", command=False),
         # loss reports and found cards
-        Method("report_loss", (CITIZEN, ACTOR, REQUEST_ID), state="loss report"),
+        Method("report_loss", (CITIZEN, ACTOR, IDENTITY_CHECKED, REQUEST_ID), state="loss report"),
         Method(
             "withdraw_loss_report",
             (_named(APP_ID, "report_id"), ACTOR, CARD_PRESENTED, REQUEST_ID),

@@ -178,7 +178,11 @@ class LossReports(Subject):
 
     def creation(self, data: st.DataObject) -> Creation:
         citizen = data.draw(st.sampled_from(CITIZENS), label="citizen")
-        return Creation(citizen, {}, lambda flow, actor: flow.report_loss(citizen, actor=actor))
+        return Creation(
+            citizen,
+            {},
+            lambda flow, actor: flow.report_loss(citizen, actor=actor, identity_checked=True),
+        )
 
     def payload(self, event: str, view: View, data: st.DataObject) -> dict[str, Any]:
         if event == "withdraw":

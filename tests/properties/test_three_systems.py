@@ -162,6 +162,12 @@ class ThreeSystems(RuleBasedStateMachine):
     def open_application(self, citizen: str) -> bool:
         return any(a.citizen == citizen and a.state not in CLOSED for a in self.apps.values())
 
+    def replacement_in_progress(self, citizen: str) -> bool:
+        return any(
+            a.citizen == citizen and a.kind == wf.Kind.REPLACEMENT and a.state not in CLOSED
+            for a in self.apps.values()
+        )
+
     def active_report(self, citizen: str) -> uuid.UUID | None:
         active = [
             i for i, r in self.reports.items() if r.citizen == citizen and r.state == "reported"
@@ -330,7 +336,7 @@ class ThreeSystems(RuleBasedStateMachine):
         now = self.now()
 
         def call() -> Any:
-            return self.flow.report_loss(citizen, actor=actor)
+            return self.flow.report_loss(citizen, actor=actor, identity_checked=True)
 
         if actor.role != CLERK:
             return self.refused(call, wf.PermissionDenied)
@@ -363,6 +369,8 @@ class ThreeSystems(RuleBasedStateMachine):
             return self.refused(call, wf.IllegalTransition)
         if not presented:
             return self.refused(call, wf.GuardFailed, "card_presented")
+        if self.replacement_in_progress(report.citizen):
+            return self.refused(call, wf.GuardFailed, "no_replacement_in_progress")
         view = call()
         report.state, report.version = "withdrawn", report.version + 1
         assert (view.state, view.version) == (report.state, report.version)
@@ -555,6 +563,23 @@ class ThreeSystems(RuleBasedStateMachine):
     def no_card_was_returned_while_a_replacement_counted(self) -> None:
         returned = {i for i, (_, state, _) in self.stored().cards.items() if state == "returned"}
         assert returned <= self.returned_without_replacement
+
+    @invariant()
+    def no_report_was_withdrawn_while_a_replacement_was_in_progress(self) -> None:
+        with self.raw.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT w.record_id FROM idcard_transition_log w "
+                    "JOIN idcard_loss_reports r ON r.id = w.record_id "
+                    "JOIN idcard_applications a ON a.citizen_id = r.citizen_id "
+                    "AND a.kind = 'replacement' AND a.submitted_at <= w.at "
+                    "WHERE w.machine = 'loss_report' AND w.event = 'withdraw' AND NOT EXISTS ("
+                    "SELECT 1 FROM idcard_transition_log e WHERE e.machine = 'application' "
+                    "AND e.record_id = a.id AND e.to_state IN ('rejected', 'collected') "
+                    "AND e.at <= w.at)"
+                )
+            ).all()
+        assert rows == []
 
     @invariant()
     def every_history_verifies(self) -> None:

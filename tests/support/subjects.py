@@ -43,9 +43,12 @@ class Subject:
 
     def argument(self, n: int = 1) -> Any:
         """What creates a record for citizen ``n``: a renewal form for applications (the kind
-        with the most guards), the citizen number for the others."""
+        with the most guards), a loss report taken in person, the citizen number of a found
+        card."""
         if self.name == "application":
             return form(wf.Kind.RENEWAL, n)
+        if self.name == "loss_report":
+            return wf.ReportLoss(citizen_id=citizen_id(n), identity_checked=True)
         return citizen_id(n)
 
     def create(self, flow: wf.Workflow, n: int = 1, *, actor: wf.Actor | None = None) -> View:

@@ -275,7 +275,7 @@ class Replay:
         citizen = errand.citizen_id
         action = step.action
         if action == "report_loss":
-            report = flow.report_loss(citizen, actor=clerk)
+            report = flow.report_loss(citizen, actor=clerk, identity_checked=True)
             errand.report_id = report.id
             ledger.report_filed(citizen)
             _expect(report.state, ledger.active_report(citizen))
@@ -310,7 +310,7 @@ class Replay:
     def _reported_again(self, citizen: str, clerk: wf.Actor) -> bool:
         """The replacement application reported the loss already: the counter says so."""
         try:
-            self.flow.report_loss(citizen, actor=clerk)
+            self.flow.report_loss(citizen, actor=clerk, identity_checked=True)
         except wf.DuplicateLossReport:
             self.ledger.refusals[Refusal.ALREADY_REPORTED] += 1
             return False

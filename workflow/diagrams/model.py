@@ -100,6 +100,11 @@ def canonical(definition: Definition) -> str:
         "creation": {
             "event": definition.creation_event,
             "permission": _permission_facts(definition.creation),
+            **(
+                {"guards": [{"name": g.name, "rule": g.rule} for g in definition.creation_guards]}
+                if definition.creation_guards
+                else {}
+            ),
         },
     }
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -231,7 +236,7 @@ def extract(
             creation,
             None,
             definition.initial,
-            (),
+            tuple(GuardNote(g.name, g.rule) for g in definition.creation_guards),
             Who.of(definition.creation),
             f"Creates the record in its initial state `{definition.initial}`.",
             steps.get((None, creation), ()),

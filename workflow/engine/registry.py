@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from workflow.engine.definition import Definition
 from workflow.engine.records import Repository
 from workflow.engine.store import ConflictMap
-from workflow.errors import WorkflowError
+from workflow.errors import ConcurrentUpdate, WorkflowError
 from workflow.models.schemas import Actor
 
 if TYPE_CHECKING:
@@ -50,6 +50,16 @@ class Unique(Generic[A]):
     def refuse(self, conn: Connection, argument: A) -> None:
         if self.exists(conn, argument):
             raise self.refusal(argument)
+
+    def races(self) -> ConflictMap:
+        """The index meant as a lost race: a command other than this creation (a reaction)
+        that meets it ran beside another command for the same value; a retry sees the
+        record the other made."""
+
+        def lost() -> WorkflowError:
+            return ConcurrentUpdate("another command for the same citizen got in first; retry")
+
+        return {self.index: lost, self.column: lost}
 
     def conflicts(self, argument: A) -> ConflictMap:
         def refusal() -> WorkflowError:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, Strict, StringConstraints, TypeAdapter
 from pydantic_core import to_jsonable_python
 from sqlalchemy.engine import Connection
 
+from workflow.engine.chain import IDENTITY_FACT, identity_digest
 from workflow.engine.decision import Move, decide, history_row, shown
 from workflow.engine.definition import Columns
 from workflow.engine.records import RequestRepository
@@ -30,8 +31,11 @@ from workflow.engine.store import ConflictMap, Store, lock_value
 from workflow.errors import (
     ConcurrentUpdate,
     ConfigurationError,
+    GuardFailed,
     IdempotencyConflict,
+    IllegalTransition,
     NotFound,
+    StorageError,
     WorkflowError,
 )
 from workflow.models.schemas import (
@@ -173,10 +177,21 @@ class Executor:
     transaction. A retry, or a racing duplicate that lost, gets the recorded result back.
     """
 
-    def __init__(self, store: Store, requests: RequestRepository, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        requests: RequestRepository,
+        clock: Clock,
+        *,
+        races: ConflictMap | None = None,
+    ) -> None:
         self.store = store
         self.requests = requests
         self._clock = clock
+        self.races: ConflictMap = races or {}
+        """Constraints a command may meet because another command got in first (a reaction
+        filing the record another command just filed): `ConcurrentUpdate`, unless the
+        command's own ``conflicts`` say otherwise."""
 
     def now(self) -> datetime:
         """The clock's reading in UTC; a clock that gives a naive datetime is a setup error."""
@@ -194,7 +209,7 @@ class Executor:
     ) -> dict[str, Any]:
         try:
             with self.store.transaction(
-                write=True, conflicts={**(conflicts or {}), **_REQUEST_TAKEN}
+                write=True, conflicts={**self.races, **(conflicts or {}), **_REQUEST_TAKEN}
             ) as conn:
                 if request is not None:
                     prior = self.requests.find(conn, request.request_id)
@@ -266,14 +281,33 @@ class Runner:
     # -- writing, inside a caller's transaction ---------------------------------------------
 
     def create_in(
-        self, conn: Connection, values: Mapping[str, Any], *, actor: Actor, now: datetime
+        self,
+        conn: Connection,
+        values: Mapping[str, Any],
+        *,
+        actor: Actor,
+        now: datetime,
+        arguments: Any = None,
     ) -> dict[str, Any]:
         """Insert a record in the initial state with version 1, and its first history row;
-        then the reactions to its creation."""
+        then the reactions to its creation.
+
+        Checks the actor, then the creation's guards on the new columns and ``arguments`` (the
+        creation command's validated argument). The first row records the fixed facts, the
+        guards' facts and the digest that binds the record's identity to its history.
+        """
         d = self.definition
+        columns = Columns(values)
         self.may_create(actor, values)
+        facts = dict(d.creation_facts(columns))
+        for guard in d.creation_guards:
+            found = guard.facts(columns, arguments)
+            if not guard.holds(columns, found):
+                raise GuardFailed(d.creation_event, guard.name, guard.rule)
+            facts.update(found)
         record_id = uuid.uuid4()
-        facts = d.creation_facts(Columns(values))
+        if d.identity:
+            facts[IDENTITY_FACT] = identity_digest(d.name, record_id, values, d.identity)
         entry = history_row(
             d.name, record_id, 1, d.creation_event, None, d.initial, actor, now, facts
         )
@@ -422,13 +456,16 @@ class Runner:
         )
 
         def work(conn: Connection) -> tuple[uuid.UUID, dict[str, Any]]:
-            now = self.now()
-            values = creation.values(value, actor, now)
+            values = creation.values(value, actor, self.now())
             self.may_create(actor, values)
             self._serialise(conn, values)
+            # The time is read once the lock is held: history times then follow the order in
+            # which commands on one citizen took effect.
+            now = self.now()
+            values = creation.values(value, actor, now)
             if creation.unique is not None:
                 creation.unique.refuse(conn, value)
-            row = self.create_in(conn, values, actor=actor, now=now)
+            row = self.create_in(conn, values, actor=actor, now=now, arguments=value)
             return row["id"], row
 
         conflicts = creation.unique.conflicts(value) if creation.unique is not None else None
@@ -475,13 +512,47 @@ class Runner:
         refused: list[BulkRefusal] = []
         for start in range(0, len(ids), size):
             chunk = ids[start : start + size]
-            with self.store.transaction(write=True) as conn:
-                moved, not_moved = self.fire_many_in(
-                    conn, chunk, event, actor=actor, arguments=arguments
+            try:
+                with self.store.transaction(write=True) as conn:
+                    moved, not_moved = self.fire_many_in(
+                        conn, chunk, event, actor=actor, arguments=arguments
+                    )
+            except (ConcurrentUpdate, IllegalTransition, NotFound, GuardFailed) as exc:
+                # Another writer got to a record of the chunk, or to a record a reaction moves,
+                # between the checks and the writes: nothing of the chunk was kept. Each record
+                # goes again in its own transaction, so one lost race is one refusal.
+                log.info(
+                    "%s: %s chunk of %d records lost a race (%s); one by one",
+                    self.definition.name,
+                    shown(event),
+                    len(chunk),
+                    exc.code,
                 )
+                moved, not_moved = self._fire_each(chunk, event, actor, arguments)
             succeeded.extend(r["id"] for r in moved)
             refused.extend(not_moved)
         return BulkReport(event=shown(event), succeeded=succeeded, refused=refused)
+
+    def _fire_each(
+        self,
+        record_ids: Sequence[uuid.UUID],
+        event: str,
+        actor: Actor,
+        arguments: BaseModel | None,
+    ) -> tuple[list[dict[str, Any]], list[BulkRefusal]]:
+        moved: list[dict[str, Any]] = []
+        refused: list[BulkRefusal] = []
+        for record_id in record_ids:
+            try:
+                with self.store.transaction(write=True) as conn:
+                    moved.append(
+                        self.fire_in(conn, record_id, event, actor=actor, arguments=arguments)
+                    )
+            except WorkflowError as exc:
+                if isinstance(exc, (ConfigurationError, StorageError)):
+                    raise
+                refused.append(BulkRefusal(record_id=record_id, code=exc.code, message=str(exc)))
+        return moved, refused
 
     # -- queries ----------------------------------------------------------------------------
 

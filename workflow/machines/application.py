@@ -184,6 +184,7 @@ class ApplicationMachine(ProcessMachine):
 
     creation_event: ClassVar[str | None] = "submit"
     creation_facts = staticmethod(_submission_facts)
+    identity = ("citizen_id", "name", "receipt_no")
     creation: ClassVar[Permission | None] = CLERK_OF_ACCEPTANCE_POINT
     rules: ClassVar[Mapping[str, EventRule]] = {
         "transmit": EventRule(
@@ -253,6 +254,16 @@ class ApplicationRepository(Repository):
             t.c.kind == Kind.REPLACEMENT,
             t.c.state != S.REJECTED,
             t.c.submitted_at >= since,
+        )
+        return conn.execute(query.limit(1)).first() is not None
+
+    def replacement_in_progress(self, conn: Connection, citizen_id: str) -> bool:
+        """Whether the citizen has a replacement application neither rejected nor collected."""
+        t = self.table
+        query = sa.select(t.c.id).where(
+            t.c.citizen_id == citizen_id,
+            t.c.kind == Kind.REPLACEMENT,
+            sa.text(OPEN_CONDITION),
         )
         return conn.execute(query.limit(1)).first() is not None
 

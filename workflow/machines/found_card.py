@@ -81,6 +81,7 @@ class FoundCardMachine(ProcessMachine):
     creation_event: ClassVar[str | None] = "register"
     creation: ClassVar[Permission | None] = ANY_ACCEPTANCE_CLERK
     creation_facts = staticmethod(_found_facts)
+    identity = ("citizen_id",)
     rules: ClassVar[Mapping[str, EventRule]] = {
         "return_to_owner": EventRule(
             CLERK_OF_HOLDING_OFFICE,

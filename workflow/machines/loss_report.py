@@ -28,10 +28,9 @@ from workflow.models.citizen_id import mask_citizen_id
 from workflow.models.enums import LossReportState as S
 from workflow.models.enums import Role
 from workflow.models.schemas import (
-    HIDDEN,
-    CitizenId,
     LossReportView,
     NoPayload,
+    ReportLoss,
     WithdrawPayload,
 )
 from workflow.models.tables import ACTIVE_LOSS_CONDITION, LossReport
@@ -47,6 +46,23 @@ CARD_PRESENTED = Guard(
     rule="the holder comes in person with the found card",
     facts=lambda record, payload: {"card_presented": payload.card_presented},
     holds=lambda record, facts: facts.get("card_presented") is True,
+)
+
+HOLDER_IN_PERSON = Guard(
+    name="holder_in_person",
+    rule="the cardholder reports the loss in person, identity checked",
+    facts=lambda record, form: {"identity_checked": form.identity_checked},
+    # A report recorded before the check was kept (revision 0009) has no such fact.
+    holds=lambda record, facts: facts.get("identity_checked", True) is True,
+)
+
+NO_REPLACEMENT_IN_PROGRESS = Guard(
+    name="no_replacement_in_progress",
+    rule="no replacement for the citizen is in progress: the report stands until the "
+    "replacement is collected (which closes it) or rejected",
+    facts=lambda record, payload: {"replacement_in_progress": bool(record.replacement_in_progress)},
+    # A withdrawal recorded before the rule was checked (revision 0009) has no such fact.
+    holds=lambda record, facts: facts.get("replacement_in_progress", False) is False,
 )
 
 REPLACEMENT_COLLECTED = Guard(
@@ -77,18 +93,24 @@ class LossReportMachine(ProcessMachine):
     withdrawn = State("Withdrawn", value=S.WITHDRAWN, final=True)
     closed = State("Closed", value=S.CLOSED, final=True)
 
-    withdraw = reported.to(withdrawn, validators=[CARD_PRESENTED.validator])
+    withdraw = reported.to(
+        withdrawn,
+        validators=[CARD_PRESENTED.validator, NO_REPLACEMENT_IN_PROGRESS.validator],
+    )
     close = reported.to(closed, validators=[REPLACEMENT_COLLECTED.validator])
 
     creation_event: ClassVar[str | None] = "report"
     creation: ClassVar[Permission | None] = ANY_ACCEPTANCE_CLERK
     creation_facts = staticmethod(_report_facts)
+    creation_guards = (HOLDER_IN_PERSON,)
+    identity = ("citizen_id",)
     rules: ClassVar[Mapping[str, EventRule]] = {
         "withdraw": EventRule(
             ANY_ACCEPTANCE_CLERK,
             WithdrawPayload,
             end_now,
-            "The holder came back in person with the found card: the card is valid again.",
+            "The holder came back in person with the found card: the card is valid again. "
+            "Refused while a replacement for the citizen is in progress.",
         ),
         "close": EventRule(
             ANY_ACCEPTANCE_CLERK,
@@ -147,22 +169,29 @@ def _replacement_collected(conn: Connection, report: Mapping[Any, Any]) -> Mappi
     return {"replacement_collected": application.REPOSITORY.replacement_collected(conn, citizen)}
 
 
-MACHINE: Machine[str, LossReportView] = Machine(
+def _replacement_in_progress(conn: Connection, report: Mapping[Any, Any]) -> Mapping[str, Any]:
+    citizen = str(report["citizen_id"])
+    return {
+        "replacement_in_progress": application.REPOSITORY.replacement_in_progress(conn, citizen)
+    }
+
+
+MACHINE: Machine[ReportLoss, LossReportView] = Machine(
     definition=LOSS_REPORT,
     repository=REPOSITORY,
     view=LossReportView,
     creation=Creation(
-        argument=TypeAdapter(CitizenId, config=HIDDEN),
-        values=lambda citizen, actor, now: loss_report_values(citizen, actor.unit, now),
+        argument=TypeAdapter(ReportLoss),
+        values=lambda form, actor, now: loss_report_values(form.citizen_id, actor.unit, now),
         unique=Unique(
-            exists=lambda conn, citizen: REPOSITORY.active_for(conn, citizen) is not None,
-            refusal=lambda citizen: DuplicateLossReport(mask_citizen_id(citizen)),
+            exists=lambda conn, form: REPOSITORY.active_for(conn, form.citizen_id) is not None,
+            refusal=lambda form: DuplicateLossReport(mask_citizen_id(form.citizen_id)),
             index="idcard_uq_loss_reports_active_citizen",
             column="idcard_loss_reports.citizen_id",
         ),
     ),
     serialised_by="citizen_id",
     noun="loss report",
-    facts={"close": _replacement_collected},
+    facts={"close": _replacement_collected, "withdraw": _replacement_in_progress},
 )
 """The loss-report machine as the engine runs it."""

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from workflow.engine.registry import Reaction
 from workflow.machines import loss_report
 from workflow.models.enums import Kind
-from workflow.models.schemas import Actor, NoPayload, WithdrawPayload
+from workflow.models.schemas import Actor, NoPayload, ReportLoss, WithdrawPayload
 
 if TYPE_CHECKING:
     from workflow.engine.runner import Runner
@@ -31,7 +31,11 @@ def _file_loss_report(
         return
     now = application["submitted_at"]
     values = loss_report.loss_report_values(citizen, actor.unit, now, application["id"])
-    runners[loss_report.LOSS_REPORT.name].create_in(conn, values, actor=actor, now=now)
+    # The replacement was applied for in person at the counter, identity checked.
+    form = ReportLoss(citizen_id=citizen, identity_checked=True)
+    runners[loss_report.LOSS_REPORT.name].create_in(
+        conn, values, actor=actor, now=now, arguments=form
+    )
 
 
 def _close_loss_report(
