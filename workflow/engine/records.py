@@ -181,12 +181,23 @@ class Repository:
         return conn.execute(query).mappings().all()
 
     def records_after(
-        self, conn: Connection, after: uuid.UUID | None, limit: int
+        self,
+        conn: Connection,
+        after: uuid.UUID | None,
+        limit: int,
+        *,
+        at_least: uuid.UUID | None = None,
+        before: uuid.UUID | None = None,
     ) -> Sequence[RowMapping]:
-        """The next ``limit`` records in id order after ``after`` (keyset paging)."""
+        """The next ``limit`` records in id order after ``after`` (keyset paging), within
+        ``at_least`` (included) and ``before`` (excluded) when given."""
         query = sa.select(self.table).order_by(self.table.c.id).limit(limit)
         if after is not None:
             query = query.where(self.table.c.id > after)
+        if at_least is not None:
+            query = query.where(self.table.c.id >= at_least)
+        if before is not None:
+            query = query.where(self.table.c.id < before)
         return conn.execute(query).mappings().all()
 
     def histories(self, conn: Connection, record_ids: Sequence[uuid.UUID]) -> Sequence[RowMapping]:
@@ -202,7 +213,11 @@ class Repository:
         return conn.execute(query).mappings().all()
 
     def orphan_histories(
-        self, conn: Connection, record_id: uuid.UUID | None = None
+        self,
+        conn: Connection,
+        record_id: uuid.UUID | None = None,
+        *,
+        id_range: tuple[uuid.UUID | None, uuid.UUID | None] = (None, None),
     ) -> Sequence[tuple[uuid.UUID, int]]:
         """``(record_id, first seq)`` of history rows whose record does not exist. A record id
         that is no UUID (a row planted on SQLite) comes out as the nil UUID."""
@@ -216,6 +231,11 @@ class Repository:
         )
         if record_id is not None:
             query = query.where(log.c.record_id == record_id)
+        low, high = id_range
+        if low is not None:
+            query = query.where(log.c.record_id >= low)
+        if high is not None:
+            query = query.where(log.c.record_id < high)
         return [(_as_uuid(row[0]), int(row[1])) for row in conn.execute(query)]
 
 
