@@ -15,11 +15,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar, cast
 
+import sqlalchemy as sa
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from sqlalchemy.engine import Connection
 
+from workflow.diagrams.model import fingerprint
+from workflow.engine import checkpoint as checkpoints
+from workflow.engine.chain import check_key
+from workflow.engine.checkpoint import Checkpoint
 from workflow.engine.definition import Definition
-from workflow.engine.migrate import require_head, require_head_on
+from workflow.engine.migrate import current_revision_on, require_head, require_head_on
 from workflow.engine.records import OutboxRepository, RequestRepository
 from workflow.engine.registry import Machine
 from workflow.engine.runner import (
@@ -31,8 +36,16 @@ from workflow.engine.runner import (
     system_clock,
 )
 from workflow.engine.store import Bind, Store
-from workflow.engine.verification import VerificationReport, merge, unknown_machines, verify
-from workflow.errors import NotFound
+from workflow.engine.verification import (
+    PROBLEMS,
+    BrokenRecord,
+    VerificationReport,
+    merge,
+    off_their_history,
+    unknown_machines,
+    verify,
+)
+from workflow.errors import ConfigurationError, NotFound
 from workflow.machines import MACHINES, REGISTRY, application, loss_report
 from workflow.machines.reactions import REACTIONS
 from workflow.models.enums import RejectionGround
@@ -150,14 +163,22 @@ class Workflow:
     ``bind`` is a database URL or an `Engine` (each command is its own committed transaction) or
     a `Session` (each command joins the caller's transaction and the caller commits). The
     database must be at the latest revision (`workflow.upgrade`). ``clock`` returns the current
-    time as an aware datetime (default: the real clock).
+    time as an aware datetime (default: the real clock). ``chain_key`` (at least 32 bytes, kept
+    out of the database) makes every new history row's hash an HMAC under it, and `verify`
+    check under it; every writer and verifier of the database must then be given the same key.
     """
 
     applications: Handle[SubmitApplication, ApplicationView]
     loss_reports: Handle[ReportLoss, LossReportView]
     found_cards: Handle[str, FoundCardView]
 
-    def __init__(self, bind: Bind, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, bind: Bind, *, clock: Clock | None = None, chain_key: bytes | None = None
+    ) -> None:
+        try:
+            key = check_key(chain_key)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         self._store = Store(bind)
         if self._store.session is None:
             try:
@@ -177,7 +198,7 @@ class Workflow:
             for key, lost in m.creation.unique.races().items()
         }
         self._executor = Executor(
-            self._store, RequestRepository(), clock or system_clock, races=races
+            self._store, RequestRepository(), clock or system_clock, races=races, chain_key=key
         )
         self._outbox = OutboxRepository()
         self._runners: dict[str, Runner] = {}
@@ -445,16 +466,38 @@ class Workflow:
         return self.applications.explain(app_id, actor)
 
     def verify(
-        self, record_id: uuid.UUID | None = None, *, batch_size: int = 1000
+        self,
+        record_id: uuid.UUID | None = None,
+        *,
+        batch_size: int = 1000,
+        since: Checkpoint | None = None,
+        public_key: Any = None,
     ) -> VerificationReport:
         """Check every record's history (or one's), of every machine: replayed through its
-        definition from the initial state, each step legal with its guard facts recorded,
-        stored state and version equal to the replay's, and the hash chain intact. Reads in
-        batches. An id that names no record and no history raises `NotFound`."""
-        one = None if record_id is None else as_record_id(record_id)
+        definition from the initial state, each step legal, fired by an actor its permission
+        allows, with its guard facts recorded, stored state and version equal to the replay's,
+        and the hash chain intact (under the chain key, when the workflow has one). Reads in
+        batches. An id that names no record and no history raises `NotFound`.
+
+        With ``since`` (a `Checkpoint`), proves instead that the history extends it (every
+        covered row still there and unchanged, none added among them, the signature valid: by
+        ``public_key``, an Ed25519 public key, when given), then replays in full only the
+        records that changed after it; the report's ``checkpoint`` says how it compares."""
         size = _BATCH.validate_python(batch_size)
+        if since is not None:
+            if record_id is not None:
+                raise ValueError("verify takes a record id or a checkpoint (since=), not both")
+            return self._verify_since(since, public_key, size)
+        one = None if record_id is None else as_record_id(record_id)
         report = merge(
-            verify(self._store, m.definition, m.repository, record_id=one, batch_size=size)
+            verify(
+                self._store,
+                m.definition,
+                m.repository,
+                record_id=one,
+                batch_size=size,
+                key=self._executor.chain_key,
+            )
             for m in REGISTRY
         )
         strays = unknown_machines(self._store, (m.name for m in REGISTRY), record_id=one)
@@ -463,6 +506,109 @@ class Workflow:
         if one is not None and report.records == 0 and not report.broken:
             raise NotFound(one, machine="record")
         return report
+
+    def checkpoint(self, *, signing_key: Any = None) -> Checkpoint:
+        """A checkpoint of the history as it stands: when, the schema revision, each machine's
+        definition fingerprint, how many records and rows, the last row covered, and one digest
+        over the covered rows' hashes (see `workflow.engine.checkpoint`). Signed when
+        ``signing_key`` (an Ed25519 private key of the ``cryptography`` package) is given.
+
+        Taken while commands run, it covers a prefix that can never gain a row: on PostgreSQL
+        it waits for the transactions that were writing when it looked (at most a minute)."""
+        return checkpoints.take(
+            self._store,
+            revision=self._revision(),
+            fingerprints=self._fingerprints(),
+            key=self._executor.chain_key,
+            clock=self._executor.now,
+            signer=signing_key,
+        )
+
+    def _verify_since(
+        self, since: Checkpoint, public_key: Any, batch_size: int
+    ) -> VerificationReport:
+        key = self._executor.chain_key
+        comparison, changed = checkpoints.compare(
+            self._store,
+            since,
+            key=key,
+            fingerprints=self._fingerprints(),
+            revision=self._revision(),
+            public_key=public_key,
+        )
+        departs = comparison.difference
+        if departs is not None and departs.record_id is not None:
+            # Where the history departs from the checkpoint: that record is checked in full too.
+            changed = [*changed, (str(departs.machine), departs.record_id)]
+        by_machine = checkpoints.covered_records(changed)
+        reports = []
+        for m in REGISTRY:
+            ids = dict.fromkeys(by_machine.get(m.name, []))
+            ids.update(
+                dict.fromkeys(off_their_history(self._store, m.repository, up_to=since.last_row))
+            )
+            for one in ids:
+                reports.append(
+                    verify(
+                        self._store,
+                        m.definition,
+                        m.repository,
+                        record_id=one,
+                        batch_size=batch_size,
+                        key=key,
+                        plain_through=since.last_row,
+                    )
+                )
+            with self._store.transaction(write=False) as conn:
+                orphans = m.repository.orphan_histories(conn)
+            reports.append(
+                VerificationReport(
+                    records=0,
+                    rows=0,
+                    keyed=key is not None,
+                    broken=[
+                        BrokenRecord(
+                            machine=m.name,
+                            record_id=orphan,
+                            seq=seq,
+                            problem="history_without_record",
+                            message=PROBLEMS["history_without_record"],
+                        )
+                        for orphan, seq in orphans
+                        if orphan not in ids
+                    ],
+                )
+            )
+        report = merge(reports)
+        strays = unknown_machines(self._store, (m.name for m in REGISTRY))
+        return report.model_copy(
+            update={
+                "broken": [*report.broken, *strays],
+                "records": self._count_records(),
+                "rows": since.rows + comparison.new_rows,
+                "keyed": key is not None,
+                "checkpoint": comparison,
+            }
+        )
+
+    def _count_records(self) -> int:
+        with self._store.transaction(write=False) as conn:
+            return sum(
+                int(
+                    conn.execute(
+                        sa.select(sa.func.count()).select_from(m.repository.table)
+                    ).scalar_one()
+                )
+                for m in REGISTRY
+            )
+
+    def _revision(self) -> str | None:
+        with self._store.transaction(write=False) as conn:
+            return current_revision_on(conn)
+
+    @staticmethod
+    def _fingerprints() -> dict[str, str]:
+        return {m.name: fingerprint(m.definition) for m in REGISTRY}
 
     def overdue(self, as_of: datetime | None = None, *, limit: int = 100) -> list[ApplicationView]:
         """Applications whose card is still on its way after ``due_at`` (which counts any

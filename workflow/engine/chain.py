@@ -4,11 +4,16 @@ Each history row carries ``hash = SHA-256(canonical JSON of the row's content an
 row's hash)``; the record keeps the hash of its last row as ``chain_head``. Editing, deleting,
 reordering or inserting any row changes a hash that a later row or the record depends on, so
 `workflow.engine.verification` finds it.
+
+With a chain key (a secret the host configures and never stores in the database) the hash is
+HMAC-SHA-256 under the key instead: a writer with database access alone can then neither append
+nor rewrite a row that verification with the key accepts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -47,15 +52,38 @@ IDENTITY_FACT = "identity"
 """The key of the first history row's details that holds the record's identity digest."""
 
 
+MIN_KEY_BYTES = 32
+"""A chain key is at least 256 bits."""
+
+
+def check_key(key: object) -> bytes | None:
+    """The chain key as bytes (None for no key), or ValueError saying what is wrong."""
+    if key is None:
+        return None
+    if not isinstance(key, bytes):
+        raise ValueError(f"the chain key must be bytes, not {type(key).__name__}")
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(
+            f"the chain key must be at least {MIN_KEY_BYTES} bytes (256 bits), got {len(key)}"
+        )
+    return key
+
+
 def identity_digest(
-    machine: str, record_id: Any, values: Mapping[str, Any], columns: Sequence[str]
+    machine: str,
+    record_id: Any,
+    values: Mapping[str, Any],
+    columns: Sequence[str],
+    key: bytes | None = None,
 ) -> str:
     """The digest that binds a record's identity columns to its history: SHA-256 over the
-    machine, the record's id and the columns' values, as canonical JSON.
+    machine, the record's id and the columns' values, as canonical JSON (``sha256:…``), or
+    HMAC-SHA-256 under the chain key (``hmac-sha256:…``).
 
     The record's id makes it differ for every record, so equal identities give unequal
-    digests. It is not keyed: anyone holding a record's history can test a guess of the
-    values, so it proves identity and hides nothing from a reader who may read the record.
+    digests. Unkeyed, anyone holding a record's history can test a guess of the values, so it
+    proves identity and hides nothing from a reader who may read the record; keyed, nobody
+    without the key can.
     """
     content = {
         "machine": machine,
@@ -63,6 +91,8 @@ def identity_digest(
         "identity": {name: _text(values[name]) for name in columns},
     }
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if key is not None:
+        return "hmac-sha256:" + hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -70,6 +100,9 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def entry_hash(entry: Mapping[str, Any], previous: str | None) -> str:
-    """The hash of a history row that follows the row whose hash is ``previous``."""
+def entry_hash(entry: Mapping[str, Any], previous: str | None, key: bytes | None = None) -> str:
+    """The hash of a history row that follows the row whose hash is ``previous``: SHA-256, or
+    HMAC-SHA-256 under the chain key. Both are 64 hex digits."""
+    if key is not None:
+        return hmac.new(key, canonical(entry, previous), hashlib.sha256).hexdigest()
     return hashlib.sha256(canonical(entry, previous)).hexdigest()

@@ -57,11 +57,14 @@ def decide(
     arguments: BaseModel | None,
     facts: Mapping[str, Any],
     now: datetime,
+    *,
+    key: bytes | None = None,
 ) -> Move:
     """Check ``event`` on ``record`` and work out its move, or raise the refusal.
 
     ``facts`` are what the machine's guards need from other records (empty for most events);
-    guards read them like the record's columns. The history row records every guard's facts.
+    guards read them like the record's columns. The history row records every guard's facts,
+    and is hashed under ``key`` when the host configured a chain key.
     """
     d = definition
     state = str(record["state"])
@@ -91,6 +94,7 @@ def decide(
         now,
         details,
         previous=record["chain_head"],
+        key=key,
     )
     changes = dict(rule.effect(row, arguments, now)) if rule.effect else {}
     changes["chain_head"] = entry["hash"]
@@ -118,8 +122,10 @@ def history_row(
     details: Mapping[str, Any],
     *,
     previous: str | None = None,
+    key: bytes | None = None,
 ) -> dict[str, Any]:
-    """A history row, chained to the row whose hash is ``previous``."""
+    """A history row, chained to the row whose hash is ``previous`` (under the chain key, when
+    there is one)."""
     entry = {
         "machine": machine,
         "record_id": record_id,
@@ -133,5 +139,5 @@ def history_row(
         "at": at,
         "details": dict(details),
     }
-    entry["hash"] = entry_hash(entry, previous)
+    entry["hash"] = entry_hash(entry, previous, key)
     return entry

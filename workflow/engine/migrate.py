@@ -186,6 +186,11 @@ def current_revision(bind: str | URL | Engine) -> str | None:
             raise StorageError(f"cannot read the schema revision: {failure}") from failure
 
 
+def current_revision_on(conn: Connection) -> str | None:
+    """The revision of the connection's database (see `current_revision`)."""
+    return _current(conn)
+
+
 def require_head(store: Store) -> None:
     """Raise `SchemaOutOfDate` unless the store's database is at the latest revision."""
     with store.transaction(write=False) as conn:

@@ -184,10 +184,13 @@ class Executor:
         clock: Clock,
         *,
         races: ConflictMap | None = None,
+        chain_key: bytes | None = None,
     ) -> None:
         self.store = store
         self.requests = requests
         self._clock = clock
+        self.chain_key = chain_key
+        """The secret the history rows are hashed under (HMAC), or None for plain SHA-256."""
         self.races: ConflictMap = races or {}
         """Constraints a command may meet because another command got in first (a reaction
         filing the record another command just filed): `ConcurrentUpdate`, unless the
@@ -307,9 +310,20 @@ class Runner:
             facts.update(found)
         record_id = uuid.uuid4()
         if d.identity:
-            facts[IDENTITY_FACT] = identity_digest(d.name, record_id, values, d.identity)
+            facts[IDENTITY_FACT] = identity_digest(
+                d.name, record_id, values, d.identity, self.executor.chain_key
+            )
         entry = history_row(
-            d.name, record_id, 1, d.creation_event, None, d.initial, actor, now, facts
+            d.name,
+            record_id,
+            1,
+            d.creation_event,
+            None,
+            d.initial,
+            actor,
+            now,
+            facts,
+            key=self.executor.chain_key,
         )
         row = {
             **values,
@@ -367,7 +381,14 @@ class Runner:
             if record is None:
                 raise NotFound(record_id, machine=d.name)
             move = decide(
-                d, record, event, actor, arguments, self.facts(conn, event, record), self.now()
+                d,
+                record,
+                event,
+                actor,
+                arguments,
+                self.facts(conn, event, record),
+                self.now(),
+                key=self.executor.chain_key,
             )
             if not self.repository.compare_and_set(conn, record_id, **move.cas):
                 raise ConcurrentUpdate()
@@ -425,7 +446,11 @@ class Runner:
                 if record is None:
                     raise NotFound(record_id, machine=d.name)
                 facts = self.facts(conn, event, record)
-                moves.append(decide(d, record, event, actor, arguments, facts, now))
+                moves.append(
+                    decide(
+                        d, record, event, actor, arguments, facts, now, key=self.executor.chain_key
+                    )
+                )
             except WorkflowError as exc:
                 refused.append(BulkRefusal(record_id=record_id, code=exc.code, message=str(exc)))
         cas = [{"record_id": m.entry["record_id"], **m.cas} for m in moves]

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Connection
 
 from workflow.engine.chain import IDENTITY_FACT, entry_hash, identity_digest
+from workflow.engine.checkpoint import Comparison
 from workflow.engine.decision import shown
 from workflow.engine.definition import Columns, Definition
 from workflow.engine.records import Repository
@@ -40,6 +41,8 @@ PROBLEMS: Mapping[str, str] = {
     "history was created for (the record was rebuilt under another's history)",
     "not_permitted": "the row's actor (role and unit) may not fire its event on this record",
     "unknown_machine": "history rows of a machine the library does not know",
+    "unkeyed_row": "the row is hashed without the chain key although the database uses one "
+    "(written by someone without the key)",
 }
 """Every problem verification names, with what it means."""
 
@@ -65,22 +68,28 @@ class VerificationReport(_Frozen):
     records: int
     rows: int
     broken: list[BrokenRecord]
+    keyed: bool = False
+    """Whether the hashes were checked under a chain key (HMAC) rather than as plain SHA-256."""
+    checkpoint: Comparison | None = None
+    """With ``verify(since=...)``: whether the history still extends the checkpoint."""
 
     @property
     def ok(self) -> bool:
-        """True when nothing is damaged."""
-        return not self.broken
+        """True when nothing is damaged (and the history extends the checkpoint, if given)."""
+        return not self.broken and (self.checkpoint is None or self.checkpoint.ok)
 
 
 def merge(reports: Iterable[VerificationReport]) -> VerificationReport:
-    """One report for several machines."""
+    """One report for several machines (checked all with a key, or all without)."""
     records = rows = 0
+    keyed = False
     broken: list[BrokenRecord] = []
     for report in reports:
         records += report.records
         rows += report.rows
+        keyed = keyed or report.keyed
         broken.extend(report.broken)
-    return VerificationReport(records=records, rows=rows, broken=broken)
+    return VerificationReport(records=records, rows=rows, broken=broken, keyed=keyed)
 
 
 def verify(
@@ -91,6 +100,8 @@ def verify(
     record_id: uuid.UUID | None = None,
     batch_size: int = 1000,
     id_range: tuple[uuid.UUID | None, uuid.UUID | None] = (None, None),
+    key: bytes | None = None,
+    plain_through: int | None = None,
 ) -> VerificationReport:
     """Check every record of the machine (or one, or those whose id is in ``id_range``: from
     the first bound, included, to the second, excluded; None is open) and return the report.
@@ -101,13 +112,15 @@ def verify(
         records += 1
         found: tuple[int | None, str, str] | None
         if isinstance(item, _Unreadable):
-            key, found = item.record_id, (item.seq, "malformed_row", item.detail)
+            which, found = item.record_id, (item.seq, "malformed_row", item.detail)
         else:
             record, history = item
-            key = record["id"]
+            which = record["id"]
             rows += len(history)
             try:
-                found = check_record(definition, record, history)
+                found = check_record(
+                    definition, record, history, key=key, plain_through=plain_through
+                )
             except Exception as exc:  # a planted value must name its record, not stop the audit
                 found = None, "malformed_row", f"{type(exc).__name__} while checking it"
         if found is not None:
@@ -115,7 +128,7 @@ def verify(
             broken.append(
                 BrokenRecord(
                     machine=definition.name,
-                    record_id=key,
+                    record_id=which,
                     seq=seq,
                     problem=problem,
                     message=f"{PROBLEMS[problem]}{': ' + detail if detail else ''}",
@@ -133,7 +146,38 @@ def verify(
                 message=PROBLEMS["history_without_record"],
             )
         )
-    return VerificationReport(records=records, rows=rows, broken=broken)
+    return VerificationReport(records=records, rows=rows, broken=broken, keyed=key is not None)
+
+
+def off_their_history(store: Store, repository: Repository, *, up_to: int) -> list[uuid.UUID]:
+    """Records whose stored state, version or chain head is not where their history rows with
+    ids up to ``up_to`` end (or that have no row at their version): one query, for records
+    `verify(since=...)` does not replay in full."""
+    t, log = repository.table, repository.log
+    query = (
+        sa.select(t.c.id)
+        .select_from(
+            t.outerjoin(
+                log,
+                sa.and_(
+                    log.c.machine == repository.machine,
+                    log.c.record_id == t.c.id,
+                    log.c.seq == t.c.version,
+                    log.c.id <= up_to,
+                ),
+            )
+        )
+        .where(
+            sa.or_(
+                log.c.id.is_(None),
+                log.c.hash != t.c.chain_head,
+                log.c.to_state != t.c.state,
+            )
+        )
+        .order_by(t.c.id)
+    )
+    with store.transaction(write=False) as conn:
+        return [record_id for (record_id,) in conn.execute(query)]
 
 
 def unknown_machines(
@@ -335,6 +379,7 @@ def _creation_problem(
     record: Mapping[Any, Any],
     row: Mapping[Any, Any],
     actor: _Actor,
+    key: bytes | None,
 ) -> tuple[str, str] | None:
     """What is wrong with a record's first history row: its creator, its fixed facts, its
     guards or its identity digest; None if nothing."""
@@ -354,18 +399,46 @@ def _creation_problem(
     digest = details.get(IDENTITY_FACT)
     if digest is None or not definition.identity:
         return None
-    if digest != identity_digest(definition.name, record["id"], record, definition.identity):
+    keyed = str(digest).startswith("hmac-")
+    if keyed and key is None:
+        return None  # only the key can check it; the row's own hash already needs the key
+    bound = identity_digest(
+        definition.name, record["id"], record, definition.identity, key if keyed else None
+    )
+    if digest != bound:
         return "identity_changed", ", ".join(definition.identity)
     return None
 
 
+def _hash_problem(
+    row: Mapping[Any, Any], previous: str | None, key: bytes | None, plain_through: int | None
+) -> tuple[str, str] | None:
+    if row["hash"] == entry_hash(row, previous, key):
+        return None
+    if key is None:
+        return "hash_mismatch", ""
+    if row["hash"] == entry_hash(row, previous):
+        if plain_through is not None and int(row["id"]) <= plain_through:
+            return None  # written before the move to the key, and covered by the checkpoint
+        return "unkeyed_row", ""
+    return "hash_mismatch", "under the chain key"
+
+
 def check_record(
-    definition: Definition, record: Mapping[Any, Any], history: Sequence[Mapping[Any, Any]]
+    definition: Definition,
+    record: Mapping[Any, Any],
+    history: Sequence[Mapping[Any, Any]],
+    *,
+    key: bytes | None = None,
+    plain_through: int | None = None,
 ) -> tuple[int | None, str, str] | None:
     """The first problem of one record and its history as ``(seq, problem, detail)``, or None.
 
     The history is replayed through the definition from the initial state: each row must be
-    chained to the one before, be a legal step, and carry facts that prove its guards held.
+    chained to the one before (under the chain ``key`` when given; rows whose id is at most
+    ``plain_through``, covered by a checkpoint taken before the move to the key, may be plain),
+    be a legal step by an actor its permission allows, and carry facts that prove its guards
+    held.
     """
     if not history:
         return None, "missing_history", ""
@@ -382,8 +455,9 @@ def check_record(
             )
         if seq != position:
             return seq, "sequence_broken", f"expected position {position}"
-        if row["hash"] != entry_hash(row, previous):
-            return seq, "hash_mismatch", ""
+        found = _hash_problem(row, previous, key, plain_through)
+        if found is not None:
+            return seq, *found
         actor = _Actor(row)
         if position == 1:
             if (row["event"], row["from_state"], row["to_state"]) != (
@@ -392,7 +466,7 @@ def check_record(
                 definition.initial,
             ):
                 return seq, "bad_creation", f"{row['event']} to {row['to_state']}"
-            found = _creation_problem(definition, values, record, row, actor)
+            found = _creation_problem(definition, values, record, row, actor, key)
             if found is not None:
                 return seq, *found
         else:
