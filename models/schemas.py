@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     model_validator,
 )
@@ -59,6 +60,9 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000), _PLAIN]
 
+
+Checked = Annotated[bool, Strict()]
+"""What a clerk checked at the counter: True or False only, never "yes" or 1 (guards rest on it)."""
 
 HIDDEN = ConfigDict(hide_input_in_errors=True)
 """Validation errors never echo the input: it may be a citizen number."""
@@ -151,7 +155,7 @@ class CollectPayload(_Input):
     """What the clerk checks when the applicant comes for the card."""
 
     receipt_no: Annotated[str, StringConstraints(max_length=64)]
-    old_card_returned: bool = False
+    old_card_returned: Checked = False
 
 
 class ExtendPayload(_Input):
@@ -170,19 +174,19 @@ class ReportLoss(_Input):
     with the identity checked (a loss is reported only so)."""
 
     citizen_id: CitizenId
-    identity_checked: bool = False
+    identity_checked: Checked = False
 
 
 class WithdrawPayload(_Input):
     """What the clerk checks when a loss report is withdrawn."""
 
-    card_presented: bool = False
+    card_presented: Checked = False
 
 
 class ReturnPayload(_Input):
     """What the clerk checks when a found card is handed back to its owner."""
 
-    identity_checked: bool = False
+    identity_checked: Checked = False
 
 
 class NoPayload(_Input):

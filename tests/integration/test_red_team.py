@@ -1228,12 +1228,6 @@ def test_loss_reports_create_refuses_forms_that_skip_the_rules(
     assert counts(db_url) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="WEAKNESS: identity_checked is a lax bool, so 'yes', 'on', 1 and '1' count as the "
-    "holder's identity checked (ExtendPayload.days is strict; this security fact is not), "
-    "also through ReportLoss.model_construct and a plain dict",
-)
 @pytest.mark.parametrize(
     "how",
     ["report_loss 'yes'", "report_loss 1", "constructed 'on'", "dict '1'"],

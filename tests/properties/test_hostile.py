@@ -1169,6 +1169,24 @@ CITIZEN = Param(
 )
 
 
+SIGNING_KEY = Param(
+    "signing_key",
+    keyword=True,
+    valid=(const(None),),
+    hostile=(
+        *odd_types(keep=lambda v: v is not None),
+        *strings(),
+        V("a public key, not a private one", lambda ctx: _public_key()),
+    ),
+)
+
+
+def _public_key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate().public_key()
+
+
 def _flag(name: str) -> Param:
     return Param(name, keyword=True, valid=(const(True), const(False)), hostile=OLD_CARD.hostile)
 
@@ -1304,6 +1322,7 @@ METHODS: dict[str, Method] = {
             command=False,
         ),
         Method("get_found_card", (_named(APP_ID, "card_id"),), state="found card", command=False),
+        Method("checkpoint", (SIGNING_KEY,), command=False),
         Method("pending_events", (_named(LIMIT, "limit", keyword=False),), command=False),
         Method("ack", (EVENT_IDS,), command=False),
     )
