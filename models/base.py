@@ -188,6 +188,17 @@ class OutboxEvent(Base):
     )
 
 
+class HistoryMark(Base):
+    """The last history row written before a revision (and the library that needs it) began
+    recording a set of facts: every later row must carry them, so leaving one out is no way to
+    make a forged row look older than it is. Written by the migration, then frozen."""
+
+    __tablename__ = "idcard_history_marks"
+
+    revision: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    last_row: Mapped[int] = mapped_column(sa.BigInteger)
+
+
 __all__ = [
     "NAMING_CONVENTION",
     "PENDING_CONDITION",
@@ -196,6 +207,7 @@ __all__ = [
     "AllowedTransition",
     "Base",
     "CommandRequest",
+    "HistoryMark",
     "OutboxEvent",
     "StateRecord",
     "TransitionLog",

@@ -164,13 +164,6 @@ def test_an_altered_identity_digest_with_the_chain_rehashed_is_identity_changed(
     assert (broken.record_id, broken.seq, broken.problem) == (view.id, 1, "identity_changed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: verify() treats a first row without the identity digest as written before "
-    "revision 0009 and skips the check, so deleting the digest (chain rehashed) lets the record "
-    "be rebuilt with another citizen, name and receipt; nothing tells a pre-0009 row from a "
-    "stripped one",
-)
 def test_the_identity_digest_removed_and_the_record_rebuilt_is_named(
     flow: wf.Workflow, raw: sa.Engine
 ) -> None:
@@ -230,12 +223,6 @@ def test_a_report_created_without_the_identity_check_is_guard_not_proven(
     assert "holder_in_person" in broken.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: holder_in_person holds when identity_checked is absent (pre-0009 rows), "
-    "even on a report whose first row carries the identity digest, which only post-0009 rows "
-    "do: a forger just leaves the fact out",
-)
 def test_a_report_created_with_the_identity_check_left_out_is_named(
     flow: wf.Workflow, raw: sa.Engine
 ) -> None:
@@ -328,12 +315,6 @@ def test_a_withdrawal_forged_with_the_replacement_recorded_in_progress_is_guard_
     assert "no_replacement_in_progress" in broken.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: no_replacement_in_progress holds when the fact is absent (pre-0009 rows), "
-    "so a forged withdrawal of a post-0009 report (its first row has the identity digest) "
-    "during a replacement verifies clean",
-)
 def test_a_withdrawal_forged_during_a_replacement_without_the_fact_is_named(
     flow: wf.Workflow, raw: sa.Engine
 ) -> None:
@@ -672,13 +653,6 @@ def test_sqlite_insert_or_replace_of_a_history_row_or_a_record_is_refused(
     assert flow.verify().ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE (SQLite): the no_replace triggers look only for the same id; INSERT OR "
-    "REPLACE of a new record colliding on another unique key (receipt_no, or the open "
-    "application of the citizen) deletes the existing record without any DELETE trigger "
-    "(verify names it afterwards: history_without_record)",
-)
 @pytest.mark.parametrize("collision", ["receipt_no", "open application of the citizen"])
 def test_sqlite_insert_or_replace_colliding_on_another_unique_key_is_refused(
     flow: wf.Workflow, db_url: str, collision: str
@@ -710,11 +684,6 @@ def test_sqlite_insert_or_replace_colliding_on_another_unique_key_is_refused(
     assert flow.get(view.id).state == "ready"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE (SQLite): UPDATE OR REPLACE along an allowed step that takes another "
-    "record's receipt_no deletes that record, past the (non-existent) DELETE refusal",
-)
 def test_sqlite_update_or_replace_that_deletes_another_record_is_refused(
     flow: wf.Workflow, db_url: str
 ) -> None:
@@ -739,12 +708,6 @@ def test_sqlite_update_or_replace_that_deletes_another_record_is_refused(
     assert flow.get(victim.id).state == "ready"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE (both databases, item 9 of the issue still open): nothing limits UPDATE of "
-    "the outbox to acked_at; the docs grant UPDATE on the whole table, so a pending event is "
-    "rewritten (here an approval published as a rejection) and verify() is clean",
-)
 def test_rewriting_a_pending_outbox_event_is_refused(flow: wf.Workflow, db_url: str) -> None:
     view = drive(flow, "approved", n=35)
     engine = sa.create_engine(db_url)
@@ -784,7 +747,8 @@ def app_engine(db_url: str) -> Iterator[sa.Engine]:
             conn.exec_driver_sql(f"CREATE ROLE {APP_ROLE} LOGIN")
         conn.exec_driver_sql(f"ALTER ROLE {APP_ROLE} RESET ALL")
         for statement in (
-            "GRANT SELECT ON idcard_alembic_version, idcard_allowed_transitions TO {r}",
+            "GRANT SELECT ON idcard_alembic_version, idcard_allowed_transitions, "
+            "idcard_history_marks TO {r}",
             "GRANT SELECT, INSERT, UPDATE ON idcard_applications, idcard_loss_reports, "
             "idcard_found_cards, idcard_outbox TO {r}",
             "GRANT SELECT, INSERT ON idcard_transition_log, idcard_command_requests TO {r}",

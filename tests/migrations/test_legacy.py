@@ -91,7 +91,10 @@ def _drop_everything(url: str) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-        conn.exec_driver_sql("CREATE SCHEMA public")
+        # As PostgreSQL 15 makes it: owned by the database owner, usable by everyone, so the
+        # tests that log in as other roles still find the tables.
+        conn.exec_driver_sql("CREATE SCHEMA public AUTHORIZATION pg_database_owner")
+        conn.exec_driver_sql("GRANT USAGE ON SCHEMA public TO PUBLIC")
     engine.dispose()
 
 

@@ -51,6 +51,9 @@ def canonical(entry: Mapping[str, Any], previous: str | None) -> bytes:
 IDENTITY_FACT = "identity"
 """The key of the first history row's details that holds the record's identity digest."""
 
+IDENTITY_SINCE = "0010"
+"""The revision from which every record's first row binds its identity."""
+
 
 MIN_KEY_BYTES = 32
 """A chain key is at least 256 bits."""

@@ -57,6 +57,11 @@ class Guard:
     rule: str
     facts: Callable[[Record, Any], Mapping[str, Any]]
     holds: Callable[[Record, Mapping[str, Any]], bool]
+    recorded_since: str | None = None
+    """For a guard added to an event that existed before: the revision from which every row of
+    its event records its facts (``keys``). Older rows have none and are taken as they were
+    allowed then; a later row without them is no row the library wrote."""
+    keys: tuple[str, ...] = ()
     validator: Callable[..., None] = field(init=False, repr=False, compare=False)
 
     def allows(self, record: Record, payload: Any) -> bool:

@@ -16,13 +16,13 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Connection
 
-from workflow.engine.chain import IDENTITY_FACT, entry_hash, identity_digest
+from workflow.engine.chain import IDENTITY_FACT, IDENTITY_SINCE, entry_hash, identity_digest
 from workflow.engine.checkpoint import Comparison
 from workflow.engine.decision import shown
-from workflow.engine.definition import Columns, Definition
+from workflow.engine.definition import Columns, Definition, Guard
 from workflow.engine.records import Repository
 from workflow.engine.store import Store
-from workflow.models.base import TransitionLog
+from workflow.models.base import HistoryMark, TransitionLog
 
 PROBLEMS: Mapping[str, str] = {
     "missing_history": "the record has no history",
@@ -102,12 +102,14 @@ def verify(
     id_range: tuple[uuid.UUID | None, uuid.UUID | None] = (None, None),
     key: bytes | None = None,
     plain_through: int | None = None,
+    marks: Mapping[str, int] | None = None,
 ) -> VerificationReport:
     """Check every record of the machine (or one, or those whose id is in ``id_range``: from
     the first bound, included, to the second, excluded; None is open) and return the report.
     Disjoint ranges that cover every id verify the whole machine between them."""
     records = rows = 0
     broken: list[BrokenRecord] = []
+    marks = history_marks(store) if marks is None else marks
     for item in _records_with_history(store, repository, record_id, batch_size, id_range):
         records += 1
         found: tuple[int | None, str, str] | None
@@ -119,7 +121,12 @@ def verify(
             rows += len(history)
             try:
                 found = check_record(
-                    definition, record, history, key=key, plain_through=plain_through
+                    definition,
+                    record,
+                    history,
+                    key=key,
+                    plain_through=plain_through,
+                    marks=marks,
                 )
             except Exception as exc:  # a planted value must name its record, not stop the audit
                 found = None, "malformed_row", f"{type(exc).__name__} while checking it"
@@ -147,6 +154,16 @@ def verify(
             )
         )
     return VerificationReport(records=records, rows=rows, broken=broken, keyed=key is not None)
+
+
+def history_marks(store: Store) -> dict[str, int]:
+    """The database's history marks: each revision that began recording facts, and the last
+    history row written before it."""
+    table: sa.Table = HistoryMark.__table__  # type: ignore[assignment]
+    with store.transaction(write=False) as conn:
+        return {
+            str(r): int(n) for r, n in conn.execute(sa.select(table.c.revision, table.c.last_row))
+        }
 
 
 def off_their_history(store: Store, repository: Repository, *, up_to: int) -> list[uuid.UUID]:
@@ -380,6 +397,7 @@ def _creation_problem(
     row: Mapping[Any, Any],
     actor: _Actor,
     key: bytes | None,
+    marks: Mapping[str, int] | None,
 ) -> tuple[str, str] | None:
     """What is wrong with a record's first history row: its creator, its fixed facts, its
     guards or its identity digest; None if nothing."""
@@ -393,11 +411,15 @@ def _creation_problem(
         changed = sorted(k for k in expected if recorded[k] != expected[k])
         return "creation_facts_changed", ", ".join(changed)
     for guard in definition.creation_guards:
-        if not guard.holds(values, details):
+        if not _proves(guard, values, row, marks):
             return "guard_not_proven", guard.name
-    # Rows written before revision 0009 bind no identity; every later one does.
+    if not definition.identity:
+        return None
     digest = details.get(IDENTITY_FACT)
-    if digest is None or not definition.identity:
+    if digest is None:
+        # Rows written before the revision bind no identity; every later one does.
+        if _after(row, IDENTITY_SINCE, marks):
+            return "identity_changed", "the first row binds no identity"
         return None
     keyed = str(digest).startswith("hmac-")
     if keyed and key is None:
@@ -408,6 +430,30 @@ def _creation_problem(
     if digest != bound:
         return "identity_changed", ", ".join(definition.identity)
     return None
+
+
+def _after(row: Mapping[Any, Any], revision: str, marks: Mapping[str, int] | None) -> bool:
+    """Whether the row was written after ``revision`` began recording its facts."""
+    if marks is None or revision not in marks:
+        return True
+    row_id = row.get("id")
+    return row_id is None or int(row_id) > marks[revision]
+
+
+def _proves(
+    guard: Guard, values: Columns, row: Mapping[Any, Any], marks: Mapping[str, int] | None
+) -> bool:
+    """Whether the row's recorded facts show the guard held (and, for a row written after the
+    guard's revision, that they are all there)."""
+    details = row["details"]
+    since = guard.recorded_since
+    if (
+        since is not None
+        and _after(row, since, marks)
+        and any(k not in details for k in guard.keys)
+    ):
+        return False
+    return guard.holds(values, details)
 
 
 def _hash_problem(
@@ -431,8 +477,12 @@ def check_record(
     *,
     key: bytes | None = None,
     plain_through: int | None = None,
+    marks: Mapping[str, int] | None = None,
 ) -> tuple[int | None, str, str] | None:
     """The first problem of one record and its history as ``(seq, problem, detail)``, or None.
+
+    ``marks`` (revision: the last row written before it) say which rows must carry the facts
+    that revision began recording; without them, every row must.
 
     The history is replayed through the definition from the initial state: each row must be
     chained to the one before (under the chain ``key`` when given; rows whose id is at most
@@ -466,7 +516,7 @@ def check_record(
                 definition.initial,
             ):
                 return seq, "bad_creation", f"{row['event']} to {row['to_state']}"
-            found = _creation_problem(definition, values, record, row, actor, key)
+            found = _creation_problem(definition, values, record, row, actor, key, marks)
             if found is not None:
                 return seq, *found
         else:
@@ -486,7 +536,7 @@ def check_record(
             if refused:
                 return seq, "not_permitted", "; ".join(message for _, message in refused)
             for guard in transition.guards:
-                if not guard.holds(values, row["details"]):
+                if not _proves(guard, values, row, marks):
                     return seq, "guard_not_proven", guard.name
         state = row["to_state"]
         previous = row["hash"]

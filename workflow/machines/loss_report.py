@@ -52,8 +52,10 @@ HOLDER_IN_PERSON = Guard(
     name="holder_in_person",
     rule="the cardholder reports the loss in person, identity checked",
     facts=lambda record, form: {"identity_checked": form.identity_checked},
-    # A report recorded before the check was kept (revision 0009) has no such fact.
+    # A report recorded before the check was kept (revision 0010) has no such fact.
     holds=lambda record, facts: facts.get("identity_checked", True) is True,
+    recorded_since="0010",
+    keys=("identity_checked",),
 )
 
 NO_REPLACEMENT_IN_PROGRESS = Guard(
@@ -61,8 +63,10 @@ NO_REPLACEMENT_IN_PROGRESS = Guard(
     rule="no replacement for the citizen is in progress: the report stands until the "
     "replacement is collected (which closes it) or rejected",
     facts=lambda record, payload: {"replacement_in_progress": bool(record.replacement_in_progress)},
-    # A withdrawal recorded before the rule was checked (revision 0009) has no such fact.
+    # A withdrawal recorded before the rule was checked (revision 0010) has no such fact.
     holds=lambda record, facts: facts.get("replacement_in_progress", False) is False,
+    recorded_since="0010",
+    keys=("replacement_in_progress",),
 )
 
 REPLACEMENT_COLLECTED = Guard(
