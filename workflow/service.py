@@ -40,6 +40,8 @@ from workflow.engine.verification import (
     PROBLEMS,
     BrokenRecord,
     VerificationReport,
+    audit,
+    history_marks,
     merge,
     off_their_history,
     unknown_machines,
@@ -501,8 +503,12 @@ class Workflow:
             for m in REGISTRY
         )
         strays = unknown_machines(self._store, (m.name for m in REGISTRY), record_id=one)
-        if strays:
-            report = report.model_copy(update={"broken": [*report.broken, *strays]})
+        named = [(b.machine, b.record_id) for b in report.broken]
+        found = audit(
+            self._store, REGISTRY, marks=history_marks(self._store), skip=named, record_id=one
+        )
+        if strays or found:
+            report = report.model_copy(update={"broken": [*report.broken, *found, *strays]})
         if one is not None and report.records == 0 and not report.broken:
             raise NotFound(one, machine="record")
         return report
@@ -581,9 +587,11 @@ class Workflow:
             )
         report = merge(reports)
         strays = unknown_machines(self._store, (m.name for m in REGISTRY))
+        named = [(b.machine, b.record_id) for b in report.broken]
+        found = audit(self._store, REGISTRY, marks=history_marks(self._store), skip=named)
         return report.model_copy(
             update={
-                "broken": [*report.broken, *strays],
+                "broken": [*report.broken, *found, *strays],
                 "records": self._count_records(),
                 "rows": since.rows + comparison.new_rows,
                 "keyed": key is not None,

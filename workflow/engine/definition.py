@@ -10,7 +10,7 @@ how tests and verification prove the two agree.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -165,6 +165,8 @@ class Definition:
     creation_facts: Callable[[Record], Mapping[str, Any]]
     creation_guards: tuple[Guard, ...] = ()
     identity: tuple[str, ...] = ()
+    history_columns: Callable[[Sequence[Mapping[Any, Any]]], Mapping[str, Any]] | None = None
+    history_facts: Callable[[str, Sequence[Mapping[Any, Any]]], Mapping[str, Any]] | None = None
 
     @classmethod
     def of(cls, machine: type[StateMachine], *, name: str) -> Definition:
@@ -216,6 +218,8 @@ class Definition:
             creation_facts=creation_facts,
             creation_guards=creation_guards,
             identity=tuple(getattr(machine, "identity", ())),
+            history_columns=getattr(machine, "history_columns", None),
+            history_facts=getattr(machine, "history_facts", None),
         )
 
     def transition(self, state: str, event: str) -> Transition | None:
@@ -273,3 +277,15 @@ class ProcessMachine(StateMachine):
     """The fixed columns that say whose record it is (a citizen number, a name, a receipt).
     The first history row keeps a digest of them, never the values, so a record rebuilt with
     another identity under an existing history is detected."""
+    history_columns: ClassVar[
+        staticmethod[[Sequence[Mapping[Any, Any]]], Mapping[str, Any]] | None
+    ] = None
+    """The columns the events set (a deadline, a refusal's ground, an end time), as the
+    record's history rows say they must be (a staticmethod): verification compares them with
+    the stored record, so a column changed behind the history is detected."""
+    history_facts: ClassVar[
+        staticmethod[[str, Sequence[Mapping[Any, Any]]], Mapping[str, Any]] | None
+    ] = None
+    """Facts an event's row records that the record's own earlier rows decide (whether the
+    deadline was extended before), from the event and those rows (a staticmethod):
+    verification re-derives them, so a row that records them otherwise is detected."""

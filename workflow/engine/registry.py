@@ -94,6 +94,8 @@ class Machine(Generic[A, V]):
     """How people call one record: "application", "loss report", "found card"."""
     facts: Mapping[str, Facts] = field(default_factory=dict)
     """Per event, the facts from other records its guards read."""
+    audits: tuple[Audit, ...] = ()
+    """Checks of this machine's records against the other machines', for verification."""
     serialised_by: str | None = None
     """The fixed column (a citizen number) whose value every command on the machine locks
     first, so that commands reading or changing other machines' records for the same value
@@ -102,6 +104,24 @@ class Machine(Generic[A, V]):
     @property
     def name(self) -> str:
         return self.definition.name
+
+
+Finding = tuple[Any, int | None, str]
+"""A record one of a machine's audits found wrong: ``(record_id, seq or None, detail)``."""
+
+
+@dataclass(frozen=True)
+class Audit:
+    """A check verification runs over a machine's records against the other machines': one
+    query, returning each record whose recorded facts the other records contradict.
+
+    ``run(conn, after)`` looks at history rows with ids above ``after`` only (rows written
+    since the library began serialising commands on one citizen, whose ids follow the order
+    those commands took effect)."""
+
+    name: str
+    rule: str
+    run: Callable[[Connection, int], list[Finding]]
 
 
 @dataclass(frozen=True)

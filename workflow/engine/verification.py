@@ -21,6 +21,7 @@ from workflow.engine.checkpoint import Comparison
 from workflow.engine.decision import shown
 from workflow.engine.definition import Columns, Definition, Guard
 from workflow.engine.records import Repository
+from workflow.engine.registry import Machine
 from workflow.engine.store import Store
 from workflow.models.base import HistoryMark, TransitionLog
 
@@ -43,6 +44,10 @@ PROBLEMS: Mapping[str, str] = {
     "unknown_machine": "history rows of a machine the library does not know",
     "unkeyed_row": "the row is hashed without the chain key although the database uses one "
     "(written by someone without the key)",
+    "facts_contradicted": "the row's recorded facts contradict what the record's own earlier "
+    "rows, or the other records, show at that time",
+    "columns_changed": "a column an event sets (a deadline, a refusal's ground, an end time) "
+    "differs from what the record's history says",
 }
 """Every problem verification names, with what it means."""
 
@@ -154,6 +159,44 @@ def verify(
             )
         )
     return VerificationReport(records=records, rows=rows, broken=broken, keyed=key is not None)
+
+
+SERIALISED_SINCE = "0010"
+"""The revision from which commands on one citizen's records happen one after the other."""
+
+
+def audit(
+    store: Store,
+    machines: Iterable[Machine[Any, Any]],
+    *,
+    marks: Mapping[str, int],
+    skip: Iterable[tuple[str, uuid.UUID]] = (),
+    record_id: uuid.UUID | None = None,
+) -> list[BrokenRecord]:
+    """Run every machine's audits (its records against the other machines'), and name each
+    record they find as ``facts_contradicted``; records in ``skip`` (already named) are left
+    out, and with ``record_id`` only that record is kept."""
+    after = marks.get(SERIALISED_SINCE, 0)
+    named = set(skip)
+    found: list[BrokenRecord] = []
+    with store.transaction(write=False) as conn:
+        for machine in machines:
+            for check in machine.audits:
+                for found_id, seq, detail in check.run(conn, after):
+                    key = (machine.name, found_id)
+                    if key in named or (record_id is not None and found_id != record_id):
+                        continue
+                    named.add(key)
+                    found.append(
+                        BrokenRecord(
+                            machine=machine.name,
+                            record_id=found_id,
+                            seq=seq,
+                            problem="facts_contradicted",
+                            message=f"{PROBLEMS['facts_contradicted']}: {detail}",
+                        )
+                    )
+    return found
 
 
 def history_marks(store: Store) -> dict[str, int]:
@@ -538,10 +581,17 @@ def check_record(
             for guard in transition.guards:
                 if not _proves(guard, values, row, marks):
                     return seq, "guard_not_proven", guard.name
+            if definition.history_facts is not None:
+                derived = definition.history_facts(transition.event, history[: position - 1])
+                wrong = sorted(k for k, v in derived.items() if row["details"].get(k) != v)
+                if wrong:
+                    return seq, "facts_contradicted", ", ".join(wrong)
         state = row["to_state"]
         previous = row["hash"]
     last = int(history[-1]["seq"])
-    version = int(record["version"])
+    version = record["version"]
+    if not isinstance(version, int) or isinstance(version, bool):
+        return None, "malformed_row", f"version is {type(version).__name__}, not an integer"
     if version != last:
         # Rows missing at the end: the first bad row is the first one missing.
         missing = last + 1 if version > last else None
@@ -550,4 +600,9 @@ def check_record(
         return None, "state_mismatch", f"stored {record['state']}, replayed {state}"
     if record["chain_head"] != previous:
         return None, "chain_head_mismatch", ""
+    if definition.history_columns is not None:
+        expected = definition.history_columns(history)
+        changed = sorted(k for k, v in expected.items() if record[k] != v)
+        if changed:
+            return None, "columns_changed", ", ".join(changed)
     return None

@@ -135,6 +135,37 @@ def _submission_facts(record: Any) -> Mapping[str, Any]:
     }
 
 
+def _columns_from_history(rows: Sequence[Mapping[Any, Any]]) -> Mapping[str, Any]:
+    # What the effects of the events in these rows set, in the order they took place.
+    submitted = rows[0]["at"]
+    columns: dict[str, Any] = {
+        "submitted_at": submitted,
+        "due_at": submitted + ISSUE_WITHIN,
+        "review_due_at": None,
+        "rejection_ground": None,
+        "rejection_note": None,
+        "old_card_returned": False,
+    }
+    for row in rows[1:]:
+        details, event = row["details"], row["event"]
+        if event == "transmit":
+            columns["review_due_at"] = row["at"] + REVIEW_WITHIN
+        elif event == "extend_deadline":
+            columns["due_at"] += timedelta(days=int(details.get("days", 0)))
+        elif event == "reject":
+            columns["rejection_ground"] = details.get("ground")
+            columns["rejection_note"] = details.get("note")
+        elif event == "collect":
+            columns["old_card_returned"] = details.get("old_card_returned")
+    return columns
+
+
+def _facts_from_history(event: str, earlier: Sequence[Mapping[Any, Any]]) -> Mapping[str, Any]:
+    if event == "extend_deadline":
+        return {"extended_before": any(r["event"] == "extend_deadline" for r in earlier)}
+    return {}
+
+
 def _start_review_clock(record: Any, payload: Any, now: datetime) -> Mapping[str, Any]:
     return {"review_due_at": now + REVIEW_WITHIN}
 
@@ -185,6 +216,8 @@ class ApplicationMachine(ProcessMachine):
     creation_event: ClassVar[str | None] = "submit"
     creation_facts = staticmethod(_submission_facts)
     identity = ("citizen_id", "name", "receipt_no")
+    history_columns = staticmethod(_columns_from_history)
+    history_facts = staticmethod(_facts_from_history)
     creation: ClassVar[Permission | None] = CLERK_OF_ACCEPTANCE_POINT
     rules: ClassVar[Mapping[str, EventRule]] = {
         "transmit": EventRule(
@@ -266,6 +299,51 @@ class ApplicationRepository(Repository):
             sa.text(OPEN_CONDITION),
         )
         return conn.execute(query.limit(1)).first() is not None
+
+    def during_a_replacement(
+        self, conn: Connection, records: sa.Table, machine: str, event: str, after: int
+    ) -> list[tuple[Any, int]]:
+        """``(record_id, seq)`` of the rows of ``event`` on ``machine``'s records (``records``,
+        with a ``citizen_id``) taken while a replacement application of the citizen stood:
+        submitted before, not yet rejected or collected. Rows with ids above ``after`` only:
+        commands on one citizen happen one after the other, so their rows' ids follow the order
+        in which they took effect."""
+        a, log = self.table, self.log
+        start = log.alias("submitted")
+        end = log.alias("ended")
+        row = log.alias("row")
+        ended_before = (
+            sa.select(end.c.id)
+            .where(
+                end.c.machine == "application",
+                end.c.record_id == a.c.id,
+                end.c.to_state.in_([S.REJECTED, S.COLLECTED]),
+                end.c.id < row.c.id,
+            )
+            .exists()
+        )
+        query = (
+            sa.select(row.c.record_id, row.c.seq)
+            .select_from(
+                row.join(records, records.c.id == row.c.record_id)
+                .join(
+                    a, sa.and_(a.c.citizen_id == records.c.citizen_id, a.c.kind == Kind.REPLACEMENT)
+                )
+                .join(
+                    start,
+                    sa.and_(
+                        start.c.machine == "application",
+                        start.c.record_id == a.c.id,
+                        start.c.seq == 1,
+                        start.c.id < row.c.id,
+                    ),
+                )
+            )
+            .where(row.c.machine == machine, row.c.event == event, row.c.id > after, ~ended_before)
+            .distinct()
+            .order_by(row.c.record_id)
+        )
+        return [(record_id, int(seq)) for record_id, seq in conn.execute(query)]
 
     def replacement_collected(self, conn: Connection, citizen_id: str) -> bool:
         """Whether a replacement card was collected by the citizen."""

@@ -19,9 +19,9 @@ from statemachine import State
 
 from workflow.engine.definition import Definition, EventRule, Guard, Permission, ProcessMachine
 from workflow.engine.records import Repository
-from workflow.engine.registry import Creation, Machine
+from workflow.engine.registry import Audit, Creation, Finding, Machine
 from workflow.machines import application, loss_report
-from workflow.machines.loss_report import ANY_ACCEPTANCE_CLERK, end_now
+from workflow.machines.loss_report import ANY_ACCEPTANCE_CLERK, end_now, ended_from_history
 from workflow.models.enums import FoundCardState as S
 from workflow.models.enums import Role
 from workflow.models.schemas import (
@@ -82,6 +82,7 @@ class FoundCardMachine(ProcessMachine):
     creation: ClassVar[Permission | None] = ANY_ACCEPTANCE_CLERK
     creation_facts = staticmethod(_found_facts)
     identity = ("citizen_id",)
+    history_columns = ended_from_history("registered_at")
     rules: ClassVar[Mapping[str, EventRule]] = {
         "return_to_owner": EventRule(
             CLERK_OF_HOLDING_OFFICE,
@@ -136,6 +137,24 @@ def _replacement_since_loss(conn: Connection, card: Mapping[Any, Any]) -> Mappin
     return {"replacement_since_loss": replaced}
 
 
+def _returned_during_a_replacement(conn: Connection, after: int) -> list[Finding]:
+    rows = application.REPOSITORY.during_a_replacement(
+        conn, REPOSITORY.table, "found_card", "return_to_owner", after
+    )
+    return [
+        (r, seq, "returned while a replacement for the owner was in progress") for r, seq in rows
+    ]
+
+
+AUDITS = (
+    Audit(
+        "returned_during_a_replacement",
+        "no found card goes back to an owner whose replacement is in progress",
+        _returned_during_a_replacement,
+    ),
+)
+
+
 MACHINE: Machine[str, FoundCardView] = Machine(
     definition=FOUND_CARD,
     repository=REPOSITORY,
@@ -144,5 +163,6 @@ MACHINE: Machine[str, FoundCardView] = Machine(
     serialised_by="citizen_id",
     noun="found card",
     facts={"return_to_owner": _replacement_since_loss, "destroy": _replacement_since_loss},
+    audits=AUDITS,
 )
 """The found-card machine as the engine runs it."""

@@ -10,7 +10,7 @@ collected) is declared in `MACHINE` and computed by the engine in the command's 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -21,7 +21,7 @@ from statemachine import State
 
 from workflow.engine.definition import Definition, EventRule, Guard, Permission, ProcessMachine
 from workflow.engine.records import Repository
-from workflow.engine.registry import Creation, Machine, Unique
+from workflow.engine.registry import Audit, Creation, Finding, Machine, Unique
 from workflow.errors import DuplicateLossReport
 from workflow.machines import application
 from workflow.models.citizen_id import mask_citizen_id
@@ -90,6 +90,17 @@ def end_now(record: Any, payload: Any, now: datetime) -> Mapping[str, Any]:
     return {"ended_at": now}
 
 
+def ended_from_history(first: str) -> Any:
+    """`ProcessMachine.history_columns` of a machine whose records end once: the creation's
+    time in the column ``first``, the last row's time as ``ended_at`` once final."""
+
+    def columns(rows: Sequence[Mapping[Any, Any]]) -> Mapping[str, Any]:
+        ended = rows[-1]["at"] if len(rows) > 1 else None
+        return {first: rows[0]["at"], "ended_at": ended}
+
+    return staticmethod(columns)
+
+
 class LossReportMachine(ProcessMachine):
     """One report that a citizen's identity card was lost. Withdrawn and closed are final."""
 
@@ -108,6 +119,7 @@ class LossReportMachine(ProcessMachine):
     creation_facts = staticmethod(_report_facts)
     creation_guards = (HOLDER_IN_PERSON,)
     identity = ("citizen_id",)
+    history_columns = ended_from_history("reported_at")
     rules: ClassVar[Mapping[str, EventRule]] = {
         "withdraw": EventRule(
             ANY_ACCEPTANCE_CLERK,
@@ -180,6 +192,47 @@ def _replacement_in_progress(conn: Connection, report: Mapping[Any, Any]) -> Map
     }
 
 
+def _withdrawn_during_a_replacement(conn: Connection, after: int) -> list[Finding]:
+    rows = application.REPOSITORY.during_a_replacement(
+        conn, REPOSITORY.table, "loss_report", "withdraw", after
+    )
+    return [
+        (r, seq, "withdrawn while a replacement for the citizen was in progress") for r, seq in rows
+    ]
+
+
+def _filed_by_no_replacement_of_the_citizen(conn: Connection, after: int) -> list[Finding]:
+    r = REPOSITORY.table
+    a = application.REPOSITORY.table
+    query = (
+        sa.select(r.c.id)
+        .select_from(r.outerjoin(a, a.c.id == r.c.application_id))
+        .where(
+            r.c.application_id.is_not(None),
+            sa.or_(a.c.id.is_(None), a.c.citizen_id != r.c.citizen_id, a.c.kind != "replacement"),
+        )
+        .order_by(r.c.id)
+    )
+    return [
+        (record_id, 1, "its application_id names no replacement application of the citizen")
+        for (record_id,) in conn.execute(query)
+    ]
+
+
+AUDITS = (
+    Audit(
+        "withdrawn_during_a_replacement",
+        "no report is withdrawn while a replacement for the citizen is in progress",
+        _withdrawn_during_a_replacement,
+    ),
+    Audit(
+        "filed_by_a_replacement_of_the_citizen",
+        "a report filed by an application was filed by a replacement of the same citizen",
+        _filed_by_no_replacement_of_the_citizen,
+    ),
+)
+
+
 MACHINE: Machine[ReportLoss, LossReportView] = Machine(
     definition=LOSS_REPORT,
     repository=REPOSITORY,
@@ -197,5 +250,6 @@ MACHINE: Machine[ReportLoss, LossReportView] = Machine(
     serialised_by="citizen_id",
     noun="loss report",
     facts={"close": _replacement_collected, "withdraw": _replacement_in_progress},
+    audits=AUDITS,
 )
 """The loss-report machine as the engine runs it."""
