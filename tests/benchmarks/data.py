@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from workflow.engine.chain import entry_hash
+from workflow.engine.chain import entry_hash, identity_digest
 from workflow.engine.records import LOG_KEYS
 from workflow.models.citizen_id import check_character
 
@@ -26,6 +26,7 @@ from .common import Database
 ACCEPTANCE = "440305"  # Nanshan District, Shenzhen
 HUKOU = "110105"  # Chaoyang District, Beijing
 MACHINE = "application"
+IDENTITY = ("citizen_id", "name", "receipt_no")
 CLERK = ("bench-clerk", "acceptance_clerk", ACCEPTANCE)
 REVIEWER = ("bench-reviewer", "hukou_reviewer", HUKOU)
 PRODUCER = ("bench-producer", "card_producer", ACCEPTANCE[:2])
@@ -177,6 +178,8 @@ def build(
             "hukou_region": HUKOU,
             "acceptance_region": ACCEPTANCE,
         }
+        who = {"citizen_id": citizen_id(n), "name": "Wang Fang", "receipt_no": receipt_no(n, salt)}
+        facts["identity"] = identity_digest(MACHINE, record_id, who, IDENTITY)
         first = entry(record_id, 1, "submit", None, "submitted", CLERK, at, facts, None)
         logs.append(_log_tuple(first, rid, ts))
         apps.append(
