@@ -343,11 +343,11 @@ def diagram(
         path = tuple(diagrams.PathStep(r.event, r.from_state, r.to_state) for r in history)
     try:
         if format is DiagramFormat.MERMAID:
-            text = diagrams.mermaid(definition, path=path)
+            text = diagrams.mermaid(definition, path=path, record_id=application)
         elif format is DiagramFormat.DOT:
-            text = diagrams.dot(definition, path=path)
+            text = diagrams.dot(definition, path=path, record_id=application)
         elif format is DiagramFormat.SVG:
-            text = diagrams.svg(definition, path=path)
+            text = diagrams.svg(definition, path=path, record_id=application)
         else:
             text = diagrams.document(definition)
     except ValueError as exc:  # the stored history is not a path of the machine
