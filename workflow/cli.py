@@ -42,6 +42,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 import workflow as wf
 from workflow import demo as demo_module
 from workflow import diagrams
+from workflow.audit.command import report as report_command
 from workflow.engine.definition import Definition
 from workflow.machines import REGISTRY
 from workflow.models.citizen_id import mask_citizen_id
@@ -360,6 +361,8 @@ def diagram(
     output.write_bytes(text.encode("utf-8"))
     typer.echo(f"wrote {output}", err=True)
 
+
+app.command("report", epilog=EPILOG)(report_command)
 
 # -- db -------------------------------------------------------------------------------------------
 
