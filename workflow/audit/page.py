@@ -62,7 +62,9 @@ th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vert
 th { background: var(--soft); font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.num { white-space: nowrap; }
-td.wrap { overflow-wrap: break-word; max-width: 440px; }
+td.wrap { overflow-wrap: break-word; max-width: 400px; }
+.fact { overflow-wrap: anywhere; font-size: 12.5px; }
+.late-count { color: var(--bad); font-weight: 700; }
 td.nowrap { white-space: nowrap; }
 tr.late td { color: var(--bad); }
 figure { margin: 8px 0 16px; padding: 8px; border: 1px solid var(--line); border-radius: 6px;
@@ -302,29 +304,29 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+def _late(n: int) -> str:
+    return f"<span class=late-count>{n}</span>" if n else "0"
+
+
 def _counties(title: str, lines: Sequence[CountyLine]) -> str:
     rows = [
         (
             f"<span class=mono>{_t(c.county)}</span>",
             _t(c.applications),
-            _t(c.cards_overdue),
-            _t(c.reviews_overdue),
+            _late(c.cards_overdue),
+            _late(c.reviews_overdue),
         )
         for c in lines
     ]
     total = (
         "<strong>all</strong>",
         _t(sum(c.applications for c in lines)),
-        _t(sum(c.cards_overdue for c in lines)),
-        _t(sum(c.reviews_overdue for c in lines)),
+        _late(sum(c.cards_overdue for c in lines)),
+        _late(sum(c.reviews_overdue for c in lines)),
     )
-    headers = ["county", "applications", "cards overdue (60 d + ext.)", "reviews overdue (5 d)"]
-    late = ["late" if c.cards_overdue or c.reviews_overdue else "" for c in lines] + [""]
-    return (
-        f"<div><h4>{_t(title)}</h4>"
-        + _table(headers, [*rows, total], numeric=(1, 2, 3), classes=late)
-        + "</div>"
-    )
+    headers = ["county", "applications", "cards overdue", "reviews overdue"]
+    table = _table(headers, [*rows, total], numeric=(1, 2, 3))
+    return f"<div><h4>{_t(title)}</h4>{table}</div>"
 
 
 def _distribution(d: Distribution) -> str:
@@ -390,7 +392,7 @@ def _record(r: RecordPath) -> str:
             _t(h.actor_role),
             f"<span class=mono>{_t(h.actor_unit)}</span>",
             _t(_when(h.at)),
-            f"<span class=mono>{_t(_json(h.details))}</span>",
+            _facts(h.details),
         )
         for h in r.history
     ]
@@ -409,7 +411,16 @@ def _record(r: RecordPath) -> str:
 <figcaption>The states it visited are filled blue; the transitions it took are bold blue and
 numbered in the order they happened.</figcaption></figure>
 <h3>History</h3>
-{_table(_HISTORY_HEADERS, rows, numeric=(0,), nowrap=(1, 2, 3, 4, 5, 6, 7))}"""
+{_table(_HISTORY_HEADERS, rows, numeric=(0,), nowrap=(1, 6, 7))}"""
+
+
+def _facts(details: Mapping[str, Any]) -> str:
+    """A history row's recorded facts, one a line (long digests may break anywhere)."""
+    if not details:
+        return "—"
+    return "<br>".join(
+        f"<span class=fact><code>{_t(k)}</code>: {_t(_json(v))}</span>" for k, v in details.items()
+    )
 
 
 _HISTORY_HEADERS = ("seq", "event", "from", "to", "actor", "role", "unit", "at", "facts recorded")
