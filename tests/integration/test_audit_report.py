@@ -384,7 +384,8 @@ def test_record_of_another_machine_draws_on_its_diagram(office: Office) -> None:
         (["--record", str(uuid.UUID(int=7))], "no record with id 00000000-"),
         (["--record", "nope"], "'--record'"),
         (["--as-of", "yesterday"], "'--as-of'"),
-        (["--since", "missing.json"], "--since: checkpoint file missing.json does not exist"),
+        (["--since", "missing.json"], "--since: can't read checkpoint file missing.json"),
+        (["--public-key", "key.pem"], "--public-key: checks a checkpoint's signature"),
     ],
 )
 def test_usage_errors_exit_2_in_one_line(
@@ -435,6 +436,43 @@ def test_a_checkpoint_comparison_is_drawn_when_given(office: Office) -> None:
     assert 'href="#checkpoint"' in page
     as_mapping = render(build_report(office.url, as_of=AS_OF, checkpoint={"ok": True}))
     assert "The history extends the checkpoint" in section(as_mapping, "checkpoint")
+
+
+def test_since_a_checkpoint_the_report_shows_whether_the_history_extends_it(
+    office: Office, tmp_path: Path
+) -> None:
+    kept = tmp_path / "checkpoint.json"
+    kept.write_text(office.flow.checkpoint().to_json(), encoding="utf-8")
+    out = tmp_path / "audit.html"
+    result = run_cli("report", "-o", str(out), "--since", str(kept), db=office.url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    page = out.read_text(encoding="utf-8")
+    text = section(page, "checkpoint")
+    assert "The history extends the checkpoint" in text
+    assert "<dt>extends</dt><dd>True</dd>" in text
+    assert 'href="#checkpoint"' in page
+
+    victim = office.apps["collected"]
+    with tampering(office.url) as engine, engine.begin() as conn:
+        log = TransitionLog.__table__
+        conn.execute(
+            sa.update(log)
+            .where(log.c.record_id == victim.id, log.c.seq == 2)
+            .values(actor_id="someone-else")
+        )
+    result = run_cli("report", "-o", str(out), "--since", str(kept), db=office.url, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    text = section(out.read_text(encoding="utf-8"), "checkpoint")
+    assert "does not extend the checkpoint" in text
+    assert "rewritten" in text and str(victim.id) in text
+
+
+def test_a_malformed_checkpoint_file_is_a_usage_error(office: Office, tmp_path: Path) -> None:
+    bad = tmp_path / "checkpoint.json"
+    bad.write_text("{}", encoding="utf-8")
+    result = run_cli("report", "--since", str(bad), db=office.url, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "invalid Checkpoint" in result.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 The command's function lives here; `workflow.cli` registers it. It follows the command line's
 conventions: exit 0 when every history is intact, 1 when verification found a damaged record
-(the report is written all the same, naming it), 2 for a usage error (an unknown record, a bad
-``--as-of``, Graphviz missing), 3 when the database failed; errors in one line on stderr.
+or, with ``--since``, the history does not extend the checkpoint (the report is written all the
+same, naming it), 2 for a usage error (an unknown record, a bad ``--as-of``, a checkpoint or
+key file that can't be read, Graphviz missing), 3 when the database failed; errors in one line
+on stderr.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import sys
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from workflow.audit.page import render
-from workflow.audit.report import CheckpointResult, build_report
+from workflow.audit.report import build_report
+from workflow.engine.checkpoint import Checkpoint, load
 
 
 def report(
@@ -40,7 +43,15 @@ def report(
         typer.Option(
             "--since",
             metavar="CHECKPOINT",
-            help="Add the comparison with this checkpoint file (needs checkpoint support).",
+            help="Verify against this checkpoint file (verify --since) and show the comparison.",
+        ),
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            metavar="FILE",
+            help="With --since: the auditor's Ed25519 public key (PEM) the signature must match.",
         ),
     ] = None,
     as_of: Annotated[
@@ -61,9 +72,14 @@ def report(
 
     moment = cli._parse_as_of(as_of)
     settings = cli._settings(ctx)
-    checkpoint = None if since is None else _checkpoint_comparison(since)
+    checkpoint = None if since is None else _read_checkpoint(since)
+    if public_key is not None and checkpoint is None:
+        raise cli.UsageError("--public-key: checks a checkpoint's signature; give --since too")
+    key = None if public_key is None else _read_public_key(public_key)
     settings.require_existing()
-    audit = build_report(settings.db, record_id=record, as_of=moment, checkpoint=checkpoint)
+    audit = build_report(
+        settings.db, record_id=record, as_of=moment, since=checkpoint, public_key=key
+    )
     page = render(audit)
     if output is None:
         sys.stdout.write(page)
@@ -77,15 +93,35 @@ def report(
         raise typer.Exit(cli.ExitCode.DAMAGED)
 
 
-def _checkpoint_comparison(path: Path) -> CheckpointResult:
-    """The comparison of the history with the checkpoint in ``path``: where the checkpoint
-    code (``Workflow.checkpoint`` and its verify-since) plugs in; `build_report` draws whatever
-    result it returns. Until then ``--since`` is refused as a usage error."""
+def _read_checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint in ``path`` (what ``idcard-workflow checkpoint`` wrote); a malformed one
+    is reported by the command line as an invalid Checkpoint (exit 2)."""
     from workflow import cli
 
-    if not path.is_file():
-        raise cli.UsageError(f"--since: checkpoint file {path} does not exist")
-    raise cli.UsageError(
-        "--since: this version of idcard-workflow cannot compare checkpoints yet; "
-        "run the report without --since"
-    )
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise cli.UsageError(
+            f"--since: can't read checkpoint file {path}: {exc.strerror}"
+        ) from None
+    return load(text)
+
+
+def _read_public_key(path: Path) -> Any:
+    """The Ed25519 public key in the PEM file ``path``."""
+    from workflow import cli
+
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    except ImportError:
+        raise cli.UsageError(
+            "--public-key needs the cryptography package: pip install 'idcard-workflow[audit]'"
+        ) from None
+    try:
+        key = load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError, TypeError):
+        raise cli.UsageError(f"--public-key: {path} is not a readable PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise cli.UsageError(f"--public-key: {path} is not an Ed25519 public key")
+    return key

@@ -27,6 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 import workflow as wf
 from workflow import diagrams
 from workflow.diagrams.model import Diagram, extract, path_of
+from workflow.engine.checkpoint import Checkpoint
 from workflow.engine.definition import Definition
 from workflow.engine.verification import PROBLEMS
 from workflow.machines import REGISTRY
@@ -58,9 +59,11 @@ its ``ok`` (when present) as the verdict, its plain fields as a list, and its li
 
 
 def checkpoint_data(result: CheckpointResult) -> dict[str, Any]:
-    """The comparison as JSON-ready data."""
+    """The comparison as JSON-ready data, its verdict (an ``ok`` property) included."""
     if isinstance(result, SupportsModelDump):
-        return result.model_dump(mode="json")
+        data = result.model_dump(mode="json")
+        ok = getattr(result, "ok", None)
+        return {"ok": ok, **data} if isinstance(ok, bool) else data
     return dict(result)
 
 
@@ -180,19 +183,29 @@ def build_report(
     *,
     record_id: uuid.UUID | None = None,
     as_of: datetime | None = None,
+    since: Checkpoint | None = None,
+    public_key: Any = None,
     checkpoint: CheckpointResult | None = None,
     clock: Callable[[], datetime] | None = None,
 ) -> AuditReport:
     """Gather the report from the database at ``bind`` (a URL or an `Engine`, which is left
     open). ``as_of`` is the moment the deadlines are judged at (default: now); ``record_id``
-    adds that record's path and history (`wf.NotFound` when no machine has it); ``checkpoint``
-    is a checkpoint comparison to show beside the verification."""
+    adds that record's path and history (`wf.NotFound` when no machine has it).
+
+    With ``since`` (a `Checkpoint`, its signature checked with ``public_key`` when given) the
+    verification is ``verify(since=...)``: whether the history extends the checkpoint, then
+    the records changed after it replayed; its comparison is the report's checkpoint section.
+    ``checkpoint`` draws another comparison result in that section instead."""
     engine = sa.create_engine(bind) if isinstance(bind, str) else bind
     try:
         now = (clock or (lambda: datetime.now(UTC)))()
         moment = (as_of or now).astimezone(UTC)
         with wf.Workflow(engine) as flow:
-            verification = flow.verify()
+            if since is None:
+                verification = flow.verify()
+            else:
+                verification = flow.verify(since=since, public_key=public_key)
+                checkpoint = checkpoint or verification.checkpoint
             record = None if record_id is None else _record(flow, record_id)
         with engine.connect() as conn:
             deadlines = _deadlines(conn, moment)
