@@ -42,6 +42,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 import workflow as wf
 from workflow import demo as demo_module
 from workflow import diagrams
+from workflow.audit.command import report as report_command
 from workflow.engine.definition import Definition
 from workflow.machines import REGISTRY
 from workflow.models.citizen_id import mask_citizen_id
@@ -343,11 +344,11 @@ def diagram(
         path = tuple(diagrams.PathStep(r.event, r.from_state, r.to_state) for r in history)
     try:
         if format is DiagramFormat.MERMAID:
-            text = diagrams.mermaid(definition, path=path)
+            text = diagrams.mermaid(definition, path=path, record_id=application)
         elif format is DiagramFormat.DOT:
-            text = diagrams.dot(definition, path=path)
+            text = diagrams.dot(definition, path=path, record_id=application)
         elif format is DiagramFormat.SVG:
-            text = diagrams.svg(definition, path=path)
+            text = diagrams.svg(definition, path=path, record_id=application)
         else:
             text = diagrams.document(definition)
     except ValueError as exc:  # the stored history is not a path of the machine
@@ -360,6 +361,8 @@ def diagram(
     output.write_bytes(text.encode("utf-8"))
     typer.echo(f"wrote {output}", err=True)
 
+
+app.command("report", epilog=EPILOG)(report_command)
 
 # -- db -------------------------------------------------------------------------------------------
 

@@ -6,8 +6,14 @@ The SVG tests run Graphviz's ``dot``: it is a real dependency of the docs, so th
 
 from __future__ import annotations
 
+import html
+import importlib
+import json
 import re
-from collections.abc import Callable
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,6 +45,8 @@ from workflow.machines.loss_report import LOSS_REPORT
 from workflow.models.schemas import NoPayload
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOT_MODULE = importlib.import_module("workflow.diagrams.dot")
+"""The renderer's module (``workflow.diagrams.dot`` is the function of that name)."""
 
 HAPPY_PATH = (
     PathStep("submit", None, "submitted"),
@@ -53,6 +61,14 @@ REFUSED_PATH = (
     PathStep("transmit", "submitted", "transmitted"),
     PathStep("reject", "transmitted", "rejected"),
 )
+
+
+def who_tag(permission: Permission) -> str:
+    """What a diagram must print for who may fire an arrow, worked out from the permission."""
+    if permission.unit_field is None:
+        return f"by {permission.role} @ any unit"
+    area = {6: "", 2: "province of "}[permission.unit_digits]
+    return f"by {permission.role} @ {area}{permission.unit_field}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,15 +280,19 @@ def test_the_mermaid_has_every_state_and_transition() -> None:
     lines = text.splitlines()
     assert lines[0] == "stateDiagram-v2"
     assert f"    %% fingerprint: {fingerprint(APPLICATION)}" in lines
-    assert "    [*] --> submitted : submit" in lines
+    assert "    [*] --> submitted : submit by acceptance_clerk @ acceptance_region" in lines
     for t in APPLICATION.transitions.values():
         label = t.event + (f" [{', '.join(g.name for g in t.guards)}]" if t.guards else "")
-        assert f"    {t.source} --> {t.target} : {label}" in lines
+        who = who_tag(APPLICATION.events[t.event].permission)
+        assert f"    {t.source} --> {t.target} : {label} {who}" in lines
     edges = [line for line in lines if " --> " in line]
     assert len(edges) == 1 + len(APPLICATION.transitions) + len(APPLICATION.finals)
     for state in APPLICATION.finals:
         assert f"    {state} --> [*]" in lines
-    assert "    ready --> collected : collect [receipt_matches, old_card_handed_back]" in lines
+    assert (
+        "    ready --> collected : collect [receipt_matches, old_card_handed_back] "
+        "by acceptance_clerk @ acceptance_region"
+    ) in lines
     assert "    class rejected,collected final" in lines
     assert set(re.findall(r"\b[a-z_]+\b", "\n".join(edges))) >= set(APPLICATION.states)
 
@@ -280,13 +300,18 @@ def test_the_mermaid_has_every_state_and_transition() -> None:
 def test_the_dot_marks_initial_final_and_guarded() -> None:
     text = dot(APPLICATION)
     assert '"__start__" [shape="point"' in text
-    assert '"__start__" -> "submitted" [label="submit"' in text
+    assert '"__start__" -> "submitted" [label=<<table' in text
+    assert "<tr><td>submit</td></tr>" in edge_line(text, "__start__", "submitted")
     assert re.search(r'"submitted" \[[^]]*style="rounded,bold"', text)
     for state in APPLICATION.states:
         shape = 'shape="doubleoctagon"' in node_line(text, state)
         assert shape == (state in APPLICATION.finals), state
     assert edge_line(text, "ready", "collected").count('style="dashed"') == 1
-    assert 'label="collect\\n[receipt_matches,\\nold_card_handed_back]"' in text
+    assert (
+        "<tr><td>collect</td></tr>"
+        '<tr><td><font point-size="9">by acceptance_clerk @ acceptance_region</font></td></tr>'
+        "<tr><td>[receipt_matches,</td></tr><tr><td>old_card_handed_back]</td></tr>"
+    ) in edge_line(text, "ready", "collected")
     assert "style" not in edge_line(text, "approved", "produced")
     assert f"fingerprint {fingerprint(APPLICATION)}" in text
 
@@ -337,12 +362,12 @@ def test_awkward_state_names_are_quoted_and_escaped() -> None:
     definition = Definition.of(Awkward, name="awkward")
     text = dot(definition)
     assert '    "state_0" [label="say \\"hi\\"\\\\", ' in text
-    assert '    "state_0" -> "end" [label="go"' in text
+    assert "<tr><td>go</td></tr>" in edge_line(text, "state_0", "end")
     drawn = svg(definition)
     assert ">say &quot;hi&quot;\\</text>" in drawn
     text = mermaid(definition)
     assert '    state "say #34;hi#34;\\" as state_0' in text
-    assert "    state_0 --> state_1 : go" in text  # `end` is a Mermaid keyword
+    assert "    state_0 --> state_1 : go by acceptance_clerk @ any unit" in text  # `end`: keyword
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,7 +403,7 @@ def test_the_path_is_highlighted_exactly_in_dot_and_svg(path: tuple[PathStep, ..
     text = dot(APPLICATION, path=path)
     fired = {
         (m[1], m[2], m[3])
-        for m in re.finditer(r'"(\w+)" -> "(\w+)" \[label="\((\d+)\) ', text)
+        for m in re.finditer(r'"(\w+)" -> "(\w+)" \[label=<<table [^>]*><tr><td>\((\d+)\) ', text)
         if "fired" in m.string[m.start() : m.string.index("\n", m.start())]
     }
     expected = {
@@ -419,8 +444,10 @@ def test_a_transition_fired_twice_carries_both_step_numbers() -> None:
         PathStep("release", "held", "open"),
         PathStep("hold", "open", "held"),
     ]
-    assert "    open --> held : (2, 4) hold" in mermaid(definition, path=path)
-    assert 'label="(2, 4) hold"' in dot(definition, path=path)
+    assert "    open --> held : (2, 4) hold by acceptance_clerk @ any unit" in mermaid(
+        definition, path=path
+    )
+    assert "<tr><td>(2, 4) hold</td></tr>" in dot(definition, path=path)
 
 
 @pytest.mark.parametrize(
@@ -483,3 +510,216 @@ def test_a_missing_graphviz_is_reported_with_install_advice(
     assert "brew install graphviz" in str(info.value)
     assert mermaid(APPLICATION)  # the text formats need no Graphviz
     assert dot(APPLICATION)
+
+
+# ---------------------------------------------------------------------------------------------
+# Who may fire each arrow; whose path it is
+
+
+@pytest.mark.parametrize("machine", REGISTRY, ids=lambda m: m.name)
+def test_every_arrow_of_every_diagram_says_who_may_fire_it(machine: Machine[Any, Any]) -> None:
+    definition = machine.definition
+    arrows = [
+        (None, definition.initial, definition.creation_event, definition.creation),
+        *(
+            (t.source, t.target, t.event, definition.events[t.event].permission)
+            for t in definition.transitions.values()
+        ),
+    ]
+    text, graph, drawn = mermaid(definition), dot(definition), svg(definition)
+    for source, target, event, permission in arrows:
+        who = who_tag(permission)
+        start = "[*]" if source is None else source
+        (line,) = [
+            line
+            for line in text.splitlines()
+            if line.startswith(f"    {start} --> {target} : {event}")
+        ]
+        assert line.endswith(f" {who}"), line
+        line = edge_line(graph, "__start__" if source is None else source, target)
+        assert f">{who}</font>" in line, line
+        assert f">{who}</text>" in html.unescape(drawn)
+    assert "by role @ column" in drawn  # the key says how to read it
+
+
+def test_a_path_diagram_carries_the_record_id_and_the_fingerprint() -> None:
+    record = "0b6f5c2e-1d2a-4c3b-9e8f-7a6b5c4d3e2f"
+    for text in (
+        mermaid(APPLICATION, path=HAPPY_PATH, record_id=record),
+        dot(APPLICATION, path=HAPPY_PATH, record_id=record),
+        html.unescape(svg(APPLICATION, path=HAPPY_PATH, record_id=record)),
+    ):
+        assert f"path of record {record}, 6 steps" in text
+        assert fingerprint(APPLICATION) in text
+    assert "path of record" not in svg(APPLICATION, path=HAPPY_PATH)
+    with pytest.raises(ValueError, match="give the path too"):
+        dot(APPLICATION, record_id=record)
+
+
+# ---------------------------------------------------------------------------------------------
+# Edge labels stay clear of the edges: measured on Graphviz's own layout
+
+Box = tuple[float, float, float, float]
+"""left, bottom, right, top, in points (Graphviz's coordinates: y grows upwards)."""
+
+CLEARANCE = 2.0
+"""How far (points) every edge must stay from the text of every label, its own included."""
+
+
+def layout(graph: str) -> dict[str, Any]:
+    """Graphviz's layout of DOT ``graph`` (``dot -Tjson``): the coordinates the SVG is drawn
+    with."""
+    program = shutil.which("dot")
+    if program is None:
+        raise GraphvizMissing()
+    done = subprocess.run(
+        [program, "-Tjson"], input=graph, capture_output=True, text=True, check=True
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def text_box(ops: Sequence[dict[str, Any]]) -> Box | None:
+    """The box around the text an xdot drawing draws (``F`` sets the size, ``T`` writes)."""
+    size = 14.0
+    boxes: list[Box] = []
+    for op in ops:
+        if op["op"] == "F":
+            size = float(op["size"])
+        elif op["op"] == "T":
+            x, y = (float(v) for v in op["pt"])
+            width = float(op["width"])
+            left = {"l": x, "c": x - width / 2, "r": x - width}[op["align"]]
+            boxes.append((left, y - 0.25 * size, left + width, y + 0.8 * size))  # descent, ascent
+    if not boxes:
+        return None
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
+def stroke_points(
+    ops: Sequence[dict[str, Any]], samples: int = 32
+) -> Iterator[tuple[float, float]]:
+    """Points along what an xdot drawing strokes: each cubic Bézier sampled, polygon corners
+    (the arrowheads) as they are."""
+    for op in ops:
+        points = [(float(x), float(y)) for x, y in op.get("points", ())]
+        if op["op"] in {"b", "B"}:
+            for i in range(0, len(points) - 3, 3):
+                p0, p1, p2, p3 = points[i : i + 4]
+                for k in range(samples + 1):
+                    t = k / samples
+                    u = 1 - t
+                    yield (
+                        u**3 * p0[0] + 3 * u * u * t * p1[0] + 3 * u * t * t * p2[0] + t**3 * p3[0],
+                        u**3 * p0[1] + 3 * u * u * t * p1[1] + 3 * u * t * t * p2[1] + t**3 * p3[1],
+                    )
+        elif op["op"] in {"p", "P", "L"}:
+            yield from points
+
+
+def inside(point: tuple[float, float], box: Box, margin: float) -> bool:
+    return (
+        box[0] - margin < point[0] < box[2] + margin
+        and box[1] - margin < point[1] < box[3] + margin
+    )
+
+
+def overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def label_collisions(graph: str) -> list[str]:
+    """Every edge label whose text an edge (its own included) comes within `CLEARANCE` of, or
+    that overlaps another label or a state."""
+    drawn = layout(graph)
+    objects = drawn.get("objects", [])
+    edges = drawn.get("edges", [])
+
+    def name(edge: dict[str, Any]) -> str:
+        return (
+            f"{objects[edge['tail']]['name']} -> {objects[edge['head']]['name']} #{edge['_gvid']}"
+        )
+
+    labels = [(e, text_box(e.get("_ldraw_", []))) for e in edges]
+    found: list[str] = []
+    for edge, box in labels:
+        if box is None:
+            continue
+        for other in edges:
+            strokes = stroke_points([*other.get("_draw_", []), *other.get("_hdraw_", [])])
+            if any(inside(p, box, CLEARANCE) for p in strokes):
+                found.append(f"the label of {name(edge)} touches the edge {name(other)}")
+        for node in objects:
+            node_box = text_box(node.get("_ldraw_", []))
+            outline = list(stroke_points(node.get("_draw_", [])))
+            if outline:
+                xs, ys = [p[0] for p in outline], [p[1] for p in outline]
+                node_box = (min(xs), min(ys), max(xs), max(ys))
+            if node_box is not None and overlaps(box, node_box):
+                found.append(f"the label of {name(edge)} overlaps the state {node['name']}")
+    for i, (edge, box) in enumerate(labels):
+        for other, other_box in labels[i + 1 :]:
+            if box and other_box and overlaps(box, other_box):
+                found.append(f"the labels of {name(edge)} and {name(other)} overlap")
+    return found
+
+
+DRAWN = [
+    *((a.stem, a.definition, None) for a in diagrams._registered()),
+    ("state-machine, collected path", APPLICATION, HAPPY_PATH),
+    ("state-machine, rejected path", APPLICATION, REFUSED_PATH),
+]
+
+
+@pytest.mark.parametrize(("definition", "path"), [d[1:] for d in DRAWN], ids=[d[0] for d in DRAWN])
+def test_no_edge_label_touches_an_edge_a_state_or_another_label(
+    definition: Definition, path: tuple[PathStep, ...] | None
+) -> None:
+    assert label_collisions(dot(definition, path=path, record_id="r-1" if path else None)) == []
+
+
+@pytest.mark.parametrize("artifact", diagrams._registered(), ids=lambda a: a.stem)
+def test_the_committed_svg_is_drawn_from_the_layout_checked_above(
+    artifact: diagrams.Artifact,
+) -> None:
+    # The SVG's edges are the layout's Béziers (y flipped): the layout the collision test
+    # measured is the one committed.
+    drawn = layout(dot(artifact.definition))
+    committed = ET.parse(DOCS / f"{artifact.stem}.svg").getroot()
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    paths = [
+        g.find("svg:path", ns)
+        for g in committed.iter("{http://www.w3.org/2000/svg}g")
+        if "edge" in (g.get("class") or "").split()
+    ]
+    assert len(paths) == len(drawn["edges"])
+    for element, edge in zip(paths, drawn["edges"], strict=True):  # both in the graph's order
+        assert element is not None
+        numbers = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", element.get("d", ""))]
+        (bezier,) = [op for op in edge["_draw_"] if op["op"] == "b"]
+        expected = [c for x, y in bezier["points"] for c in (float(x), -float(y))]
+        assert numbers == pytest.approx(expected, abs=0.011)
+
+
+def test_the_collision_check_catches_labels_drawn_flush_with_their_edges(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without the table's padding Graphviz draws a label's text flush with its edge.
+    monkeypatch.setattr(DOT_MODULE, "LABEL_TABLE", 'border="0" cellborder="0" cellpadding="0"')
+    found = label_collisions(dot(APPLICATION))
+    assert any("touches the edge" in f for f in found), found
+
+
+def test_the_collision_check_catches_a_label_laid_over_another_edge() -> None:
+    # neato with fixed positions puts the label of a -> b right on the edge c -> d.
+    graph = """digraph {
+        layout=neato; node [shape=box];
+        a [pos="0,0!"]; b [pos="4,0!"]; c [pos="2,-1!"]; d [pos="2,1!"];
+        a -> b [label="a long label across"]; c -> d;
+    }"""
+    assert any("touches the edge c -> d" in f for f in label_collisions(graph))

@@ -55,34 +55,52 @@ __all__ = [
 ]
 
 
-def mermaid(definition: Definition, *, path: Sequence[PathStep] | None = None) -> str:
+def mermaid(
+    definition: Definition,
+    *,
+    path: Sequence[PathStep] | None = None,
+    record_id: object | None = None,
+) -> str:
     """A Mermaid ``stateDiagram-v2`` of the definition; with ``path``, that path highlighted.
 
-    Guarded transitions carry their guards in brackets (``collect [receipt_matches, ...]``);
-    final states get the ``final`` class; along a path, states visited get ``visited`` and the
-    transitions fired are numbered in order (``(2) transmit``).
+    Every arrow says who may fire it (``by role @ column``); guarded transitions carry their
+    guards in brackets (``collect [receipt_matches, ...]``); final states get the ``final``
+    class; along a path, states visited get ``visited`` and the transitions fired are numbered
+    in order (``(2) transmit``); ``record_id`` (with ``path``) names the record on the diagram.
     """
-    return _mermaid.render(extract(definition, path=path))
+    return _mermaid.render(extract(definition, path=path, record_id=record_id))
 
 
-def dot(definition: Definition, *, path: Sequence[PathStep] | None = None) -> str:
+def dot(
+    definition: Definition,
+    *,
+    path: Sequence[PathStep] | None = None,
+    record_id: object | None = None,
+) -> str:
     """Graphviz DOT of the definition, written here (no object ids), so it is deterministic.
 
-    The initial state has a bold border and an arrow from a black dot labelled with the creation
-    event; final states are double octagons; guarded transitions are dashed amber with their
-    guards under the event. With ``path``, the states visited are filled blue, the transitions
-    fired are bold blue and numbered in order, and everything else is greyed.
+    Every arrow is labelled with its event, who may fire it (``by role @ column``) and its
+    guards. The initial state has a bold border and an arrow from a black dot labelled with the
+    creation event; final states are double octagons; guarded transitions are dashed amber.
+    With ``path``, the states visited are filled blue, the transitions fired are bold blue and
+    numbered in order, and everything else is greyed; with ``record_id`` the title names the
+    record whose path it is, under the fingerprint.
     """
-    return _dot.render(extract(definition, path=path))
+    return _dot.render(extract(definition, path=path, record_id=record_id))
 
 
-def svg(definition: Definition, *, path: Sequence[PathStep] | None = None) -> str:
+def svg(
+    definition: Definition,
+    *,
+    path: Sequence[PathStep] | None = None,
+    record_id: object | None = None,
+) -> str:
     """The `dot` graph drawn by Graphviz (``dot -Tsvg``), as SVG text.
 
     Raises `GraphvizMissing` when ``dot`` is not installed. The comment naming the Graphviz
     version is removed, so the text depends only on the graph and the layout.
     """
-    return _dot.draw(dot(definition, path=path))
+    return _dot.draw(dot(definition, path=path, record_id=record_id))
 
 
 def transition_table(definition: Definition) -> str:

@@ -18,10 +18,20 @@ from workflow.diagrams.model import (
     Arrow,
     Diagram,
     DiagramState,
+    path_title,
     step_label,
-    steps_phrase,
 )
-from workflow.diagrams.style import COLORS, DOT, KEY, KEY_PATH, KEY_POINT_SIZE, Attrs
+from workflow.diagrams.style import (
+    COLORS,
+    DOT,
+    KEY,
+    KEY_PATH,
+    KEY_POINT_SIZE,
+    KEY_WHO,
+    LABEL_TABLE,
+    WHO_POINT_SIZE,
+    Attrs,
+)
 from workflow.errors import WorkflowError
 
 INSTALL_GRAPHVIZ = (
@@ -93,12 +103,14 @@ def _ids(diagram: Diagram) -> dict[str, str]:
 def _title(diagram: Diagram) -> Html:
     lines = [f"{diagram.name} state machine", f"fingerprint {diagram.fingerprint}"]
     key = KEY
-    if diagram.path_length is not None:
-        lines.append(f"highlighted: one record's path, {steps_phrase(diagram.path_length)}")
+    path = path_title(diagram)
+    if path is not None:
+        lines.append(path)
         key += KEY_PATH
     body = "<br/>".join(html.escape(line) for line in lines)
     font = f'<font point-size="{KEY_POINT_SIZE}" color="{COLORS["key"]}">'
-    return Html(f"{body}<br/>{font}{html.escape(key)}</font>")
+    keys = "<br/>".join(html.escape(line) for line in (key, KEY_WHO))
+    return Html(f"{body}<br/>{font}{keys}</font>")
 
 
 def _state(state: DiagramState, highlighted: bool) -> Attrs:
@@ -127,11 +139,25 @@ def _state(state: DiagramState, highlighted: bool) -> Attrs:
     return attrs
 
 
+def edge_label(arrow: Arrow) -> Html:
+    """The event (with the path's step numbers), who may fire it in smaller type, then the
+    guards, one a line: ``collect / by acceptance_clerk @ acceptance_region /
+    [receipt_matches, / old_card_handed_back]``.
+
+    The lines sit in a borderless table whose padding keeps every edge, the label's own
+    included, off the text (Graphviz draws an HTML-like label's text flush with its box)."""
+    lines = [html.escape(step_label(arrow))]
+    lines.append(f'<font point-size="{WHO_POINT_SIZE}">{html.escape(arrow.who.tag)}</font>')
+    names = arrow.guard_names
+    for i, name in enumerate(names):
+        line = ("[" if i == 0 else "") + name + ("]" if i == len(names) - 1 else ",")
+        lines.append(html.escape(line))
+    rows = "".join(f"<tr><td>{line}</td></tr>" for line in lines)
+    return Html(f"<table {LABEL_TABLE}>{rows}</table>")
+
+
 def _arrow(arrow: Arrow, highlighted: bool) -> Attrs:
-    label = step_label(arrow)
-    if arrow.guards:
-        label += "\n[" + ",\n".join(arrow.guard_names) + "]"
-    attrs: dict[str, str | float] = {"label": label}
+    attrs: dict[str, str | float] = {"label": edge_label(arrow)}
     classes = ["transition"]
     color = COLORS["ink"]
     if arrow.guards:
@@ -151,10 +177,11 @@ def _arrow(arrow: Arrow, highlighted: bool) -> Attrs:
 
 
 def render(diagram: Diagram) -> str:
-    """The initial state has a bold border and an arrow from a black dot labelled with the
-    creation event; final states are double octagons; guarded transitions are dashed amber with
-    their guards under the event. Along a path, the states visited are filled blue, the
-    transitions fired are bold blue and numbered in order, and everything else is greyed."""
+    """Every arrow carries its event, who may fire it and its guards (`edge_label`). The
+    initial state has a bold border and an arrow from a black dot labelled with the creation
+    event; final states are double octagons; guarded transitions are dashed amber. Along a
+    path, the states visited are filled blue, the transitions fired are bold blue and numbered
+    in order, and everything else is greyed."""
     ids = _ids(diagram)
     start = "__start__"
     while start in ids.values():  # the black dot must not merge with a state of that name
@@ -182,7 +209,10 @@ def render(diagram: Diagram) -> str:
     for arrow in (creation, *diagram.arrows):
         source = start if arrow.source is None else ids[arrow.source]
         edge = f"{quote(source)} -> {quote(ids[arrow.target])}"
-        lines.append(_statement(edge, _arrow(arrow, highlighted)))
+        attrs = _arrow(arrow, highlighted)
+        if arrow.source != arrow.target:
+            attrs = {**attrs, **DOT["between"]}
+        lines.append(_statement(edge, attrs))
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -100,12 +100,16 @@ def document(diagram: Diagram, *, svg_file: str | None = None) -> str:
         "creation event; in the SVG the initial state also has a bold border.",
         "- **Final state**: `state --> [*]`, an arrow into the ringed dot and a bold thick border; "
         "in the SVG a double octagon. Nothing leaves a final state.",
+        "- **Who may fire it**: every arrow carries `by role @ column`: the role that may fire "
+        "the event and the record's column the actor's unit must equal (`[:2]`: its first two "
+        "digits, the province; `any unit`: no unit rule). The table above says it in words.",
         "- **Guarded transition**: `event [guard, ...]` fires only when every guard listed holds, "
         "checked in that order; a refusal names the guard that failed (`GuardFailed`). In the "
         "SVG guarded transitions are dashed amber. The table above gives each guard's rule.",
         "- **Path of one record**: a diagram drawn for one record's history (`path=`, see below) "
         "fills the states it visited and numbers the transitions it took in order, "
-        "`(1) submit`, `(2) transmit`, ...; in the SVG they are bold blue and the rest is grey.",
+        "`(1) submit`, `(2) transmit`, ...; in the SVG they are bold blue and the rest is grey. "
+        "With `record_id=` its title names the record, beside the fingerprint.",
         "",
         "To draw the path one application took (a `Workflow` as `flow`):",
         "",
@@ -113,7 +117,7 @@ def document(diagram: Diagram, *, svg_file: str | None = None) -> str:
         "from workflow import APPLICATION",
         "from workflow.diagrams import path_of, svg",
         "",
-        "picture = svg(APPLICATION, path=path_of(flow.history(app_id)))",
+        "picture = svg(APPLICATION, path=path_of(flow.history(app_id)), record_id=app_id)",
         "```",
     ]
     return "\n".join(lines) + "\n"

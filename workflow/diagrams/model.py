@@ -22,6 +22,12 @@ from workflow.machines.reactions import REACTIONS
 REGENERATE = "python -m workflow.diagrams"
 """The command that regenerates the committed diagrams and tables."""
 
+DIVISION_CODE_DIGITS = 6
+"""The digits of a county's division code: a unit rule on fewer digits names a larger area."""
+
+AREAS = {2: "province", 4: "prefecture"}
+"""What the first digits of a division code (GB/T 2260) name."""
+
 
 # ---------------------------------------------------------------------------------------------
 # The path one record took
@@ -127,17 +133,31 @@ class Who:
     unit: str
     """"any unit", or which digits of which column the actor's unit must equal."""
     description: str
+    where: str = "any unit"
+    """The unit rule in a diagram's few words: the record's column the actor's unit must equal
+    (``hukou_region``), the area its first digits name (``province of acceptance_region``), or
+    ``any unit``."""
 
     @classmethod
     def of(cls, permission: Permission) -> Who:
         if permission.unit_field is None:
-            unit = "any unit"
+            unit = where = "any unit"
         else:
             unit = (
                 f"actor's unit = first {permission.unit_digits} digits of the record's "
                 f"`{permission.unit_field}`"
             )
-        return cls(str(permission.role), unit, permission.description)
+            where = permission.unit_field
+            if permission.unit_digits < DIVISION_CODE_DIGITS:
+                area = AREAS.get(permission.unit_digits, f"first {permission.unit_digits} digits")
+                where = f"{area} of {where}"
+        return cls(str(permission.role), unit, permission.description, where)
+
+    @property
+    def tag(self) -> str:
+        """Who may fire the arrow, as a diagram's label shows it: ``by hukou_reviewer @
+        hukou_region``."""
+        return f"by {self.role} @ {self.where}"
 
 
 @dataclass(frozen=True)
@@ -197,6 +217,8 @@ class Diagram:
     reactions: tuple[ReactionNote, ...]
     path_length: int | None
     """The number of steps of the drawn path; None when no path is drawn."""
+    record_id: str | None = None
+    """The id of the record whose path is drawn, shown on the diagram; None when not given."""
 
     @property
     def highlighted(self) -> bool:
@@ -215,14 +237,18 @@ def extract(
     definition: Definition,
     *,
     path: Sequence[PathStep] | None = None,
+    record_id: object | None = None,
     reactions: Iterable[Reaction] = REACTIONS,
 ) -> Diagram:
-    """The diagram of ``definition``; with ``path``, that path's steps numbered on its arrows.
+    """The diagram of ``definition``; with ``path``, that path's steps numbered on its arrows,
+    and with ``record_id`` (only with ``path``) the id of the record that took it.
 
     Of ``reactions`` (the library's table by default) it keeps those that follow this
     machine's events. Raises ``ValueError`` for a step of ``path`` that is not an arrow of the
     machine.
     """
+    if record_id is not None and path is None:
+        raise ValueError("record_id names the record whose path is drawn: give the path too")
     steps, visited = _walk(definition, path)
     creation = definition.creation_event
     return Diagram(
@@ -257,6 +283,7 @@ def extract(
             ReactionNote(r.event, r.when, r.does) for r in reactions if r.machine == definition.name
         ),
         path_length=None if path is None else len(path),
+        record_id=None if record_id is None else str(record_id),
     )
 
 
@@ -288,6 +315,17 @@ def _walk(
 
 def steps_phrase(count: int) -> str:
     return f"{count} step" if count == 1 else f"{count} steps"
+
+
+def path_title(diagram: Diagram) -> str | None:
+    """The line a path diagram carries under its title: whose path it is and how long, e.g.
+    ``path of record 0b6f…: 6 steps``; None when no path is drawn."""
+    if diagram.path_length is None:
+        return None
+    whose = (
+        "one record's path" if diagram.record_id is None else f"path of record {diagram.record_id}"
+    )
+    return f"highlighted: {whose}, {steps_phrase(diagram.path_length)}"
 
 
 def step_label(arrow: Arrow) -> str:

@@ -52,6 +52,10 @@ DOT: Final[Mapping[str, Attrs]] = MappingProxyType(
         },
         "node": {"shape": "box", "style": "rounded", "fontname": FONT, "fontsize": 13},
         "edge": {"fontname": FONT, "fontsize": 11},
+        # An arrow between two states leaves from the bottom and enters at the top: the sides
+        # stay free for the loops (an event that keeps the state) and their labels, which
+        # Graphviz does not route other edges around.
+        "between": {"tailport": "s", "headport": "n"},
         # The black dot the creation arrow leaves from.
         "start": {"shape": "point", "width": 0.22},
         # Added to a state's or an arrow's attributes, in this order, when the class applies.
@@ -66,4 +70,11 @@ DOT: Final[Mapping[str, Attrs]] = MappingProxyType(
 KEY_POINT_SIZE: Final = 11
 KEY: Final = "bold border: initial · double octagon: final · dashed amber: guarded"
 KEY_PATH: Final = " · blue, (n): step n of the path"
-"""The one-line key to the notation under the SVG's title (the SVG is looked at alone)."""
+KEY_WHO: Final = "by role @ column: who may fire it (the actor's unit is the record's column)"
+"""The key to the notation under the SVG's title (the SVG is looked at alone)."""
+
+WHO_POINT_SIZE: Final = 9
+"""The size of the line under each event that says who may fire it."""
+
+LABEL_TABLE: Final = 'border="0" cellborder="0" cellspacing="0" cellpadding="3"'
+"""The attributes of the table an edge's label is laid out in: no lines, a little air."""

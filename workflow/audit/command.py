@@ -1,0 +1,127 @@
+"""``idcard-workflow report``: the audit report written as one HTML file.
+
+The command's function lives here; `workflow.cli` registers it. It follows the command line's
+conventions: exit 0 when every history is intact, 1 when verification found a damaged record
+or, with ``--since``, the history does not extend the checkpoint (the report is written all the
+same, naming it), 2 for a usage error (an unknown record, a bad ``--as-of``, a checkpoint or
+key file that can't be read, Graphviz missing), 3 when the database failed; errors in one line
+on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from workflow.audit.page import render
+from workflow.audit.report import build_report
+from workflow.engine.checkpoint import Checkpoint, load
+
+
+def report(
+    ctx: typer.Context,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="Write the HTML to FILE instead of stdout."
+        ),
+    ] = None,
+    record: Annotated[
+        uuid.UUID | None,
+        typer.Option(
+            "--record",
+            metavar="ID",
+            help="Add this record's path on its diagram and its history (any machine).",
+        ),
+    ] = None,
+    since: Annotated[
+        Path | None,
+        typer.Option(
+            "--since",
+            metavar="CHECKPOINT",
+            help="Verify against this checkpoint file (verify --since) and show the comparison.",
+        ),
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            metavar="FILE",
+            help="With --since: the auditor's Ed25519 public key (PEM) the signature must match.",
+        ),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            metavar="ISO-DATETIME",
+            show_default=False,
+            help="The moment the deadlines are judged at, with its UTC offset (default: now).",
+        ),
+    ] = None,
+) -> None:
+    """Write the audit report: one self-contained HTML file (no external resources) with the
+    three processes, the verification result, the statutory deadlines and, with --record, one
+    record's path. Citizen numbers are masked. Exits with 1 when a record is damaged."""
+    # Imported here: the command line imports this module to register the command.
+    from workflow import cli
+
+    moment = cli._parse_as_of(as_of)
+    settings = cli._settings(ctx)
+    checkpoint = None if since is None else _read_checkpoint(since)
+    if public_key is not None and checkpoint is None:
+        raise cli.UsageError("--public-key: checks a checkpoint's signature; give --since too")
+    key = None if public_key is None else _read_public_key(public_key)
+    settings.require_existing()
+    audit = build_report(
+        settings.db, record_id=record, as_of=moment, since=checkpoint, public_key=key
+    )
+    page = render(audit)
+    if output is None:
+        sys.stdout.write(page)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(page.encode("utf-8"))
+        broken = len(audit.verification.broken)
+        outcome = f"{broken} broken records" if broken else "all intact"
+        typer.echo(f"wrote {output} ({outcome})", err=True)
+    if not audit.verification.ok:
+        raise typer.Exit(cli.ExitCode.DAMAGED)
+
+
+def _read_checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint in ``path`` (what ``idcard-workflow checkpoint`` wrote); a malformed one
+    is reported by the command line as an invalid Checkpoint (exit 2)."""
+    from workflow import cli
+
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise cli.UsageError(
+            f"--since: can't read checkpoint file {path}: {exc.strerror}"
+        ) from None
+    return load(text)
+
+
+def _read_public_key(path: Path) -> Any:
+    """The Ed25519 public key in the PEM file ``path``."""
+    from workflow import cli
+
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    except ImportError:
+        raise cli.UsageError(
+            "--public-key needs the cryptography package: pip install 'idcard-workflow[audit]'"
+        ) from None
+    try:
+        key = load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError, TypeError):
+        raise cli.UsageError(f"--public-key: {path} is not a readable PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise cli.UsageError(f"--public-key: {path} is not an Ed25519 public key")
+    return key
