@@ -318,7 +318,13 @@ def test_the_installed_script_works_on_the_default_database(bare_cli: Cli) -> No
     assert (bare_cli.cwd / "var" / "demo.db").is_file()
     result = bare_cli("verify", "--json", script=True)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"records": 0, "rows": 0, "broken": []}
+    assert json.loads(result.stdout) == {
+        "records": 0,
+        "rows": 0,
+        "broken": [],
+        "keyed": False,
+        "checkpoint": None,
+    }
 
 
 def test_demo_fills_the_sqlite_file_it_is_given(bare_cli: Cli, tmp_path: Path) -> None:
