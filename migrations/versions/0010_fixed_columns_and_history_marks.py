@@ -54,13 +54,24 @@ FIXED_MESSAGE = PREFIX + "the fixed columns of a record never change"
 OUTBOX_MESSAGE = PREFIX + "an outbox event changes only by being acknowledged"
 FROZEN_MESSAGE = PREFIX + "history marks are written by migrations only"
 REPLACE_MESSAGE = PREFIX + "a record is never replaced"
-# SQLite: the unique keys besides the id through which INSERT OR REPLACE could delete a row.
-REPLACED_THROUGH = {
-    "applications": "o.receipt_no = NEW.receipt_no OR (o.citizen_id = NEW.citizen_id "
-    "AND o.state NOT IN ('rejected', 'collected') AND NEW.state NOT IN ('rejected', 'collected'))",
-    "loss_reports": "(o.citizen_id = NEW.citizen_id AND o.state = 'reported' "
-    "AND NEW.state = 'reported')",
-}
+# SQLite: the unique keys besides the id through which INSERT OR REPLACE could delete a row:
+# (table, the key's column, when a row already holds the new row's key). Each refusal names
+# the column as SQLite's own unique error does, so the library still reads a racing duplicate
+# as the refusal it means (DuplicateApplication, ...).
+REPLACED_THROUGH = (
+    ("applications", "receipt_no", "o.receipt_no = NEW.receipt_no"),
+    (
+        "applications",
+        "citizen_id",
+        "o.citizen_id = NEW.citizen_id AND o.state NOT IN ('rejected', 'collected') "
+        "AND NEW.state NOT IN ('rejected', 'collected')",
+    ),
+    (
+        "loss_reports",
+        "citizen_id",
+        "o.citizen_id = NEW.citizen_id AND o.state = 'reported' AND NEW.state = 'reported'",
+    ),
+)
 
 
 def _changed(columns: Sequence[str], sqlite: bool) -> str:
@@ -83,13 +94,12 @@ def upgrade() -> None:
         n("outbox"), f"{n('outbox')}_acknowledged_only", OUTBOX_FIXED, OUTBOX_MESSAGE, sqlite
     )
     if sqlite:
-        for table, through in REPLACED_THROUGH.items():
+        for table, column, holds in REPLACED_THROUGH:
             t = n(table)
-            op.execute(f"DROP TRIGGER {t}_no_replace")
             op.execute(
-                f"CREATE TRIGGER {t}_no_replace BEFORE INSERT ON {t} "
-                f"WHEN EXISTS (SELECT 1 FROM {t} o WHERE o.id = NEW.id OR {through}) "
-                f"BEGIN SELECT RAISE(ABORT, '{REPLACE_MESSAGE}'); END"
+                f"CREATE TRIGGER {t}_no_replace_by_{column} BEFORE INSERT ON {t} "
+                f"WHEN EXISTS (SELECT 1 FROM {t} o WHERE {holds}) "
+                f"BEGIN SELECT RAISE(ABORT, '{REPLACE_MESSAGE}: {t}.{column} is taken'); END"
             )
         outbox = n("outbox")
         op.execute(
@@ -151,11 +161,5 @@ def downgrade() -> None:
         op.execute(f"DROP TRIGGER {trigger}" if sqlite else f"DROP TRIGGER {trigger} ON {t}")
     if sqlite:
         op.execute(f"DROP TRIGGER {n('outbox')}_no_replace")
-        for table in REPLACED_THROUGH:
-            t = n(table)
-            op.execute(f"DROP TRIGGER {t}_no_replace")
-            op.execute(
-                f"CREATE TRIGGER {t}_no_replace BEFORE INSERT ON {t} "
-                f"WHEN EXISTS (SELECT 1 FROM {t} o WHERE o.id = NEW.id) "
-                f"BEGIN SELECT RAISE(ABORT, '{REPLACE_MESSAGE}'); END"
-            )
+        for table, column, _ in REPLACED_THROUGH:
+            op.execute(f"DROP TRIGGER {n(table)}_no_replace_by_{column}")
