@@ -13,13 +13,13 @@ from __future__ import annotations
 import sys
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from workflow.audit.files import read_checkpoint, read_public_key
 from workflow.audit.page import render
 from workflow.audit.report import build_report
-from workflow.engine.checkpoint import Checkpoint, load
 
 
 def report(
@@ -72,10 +72,10 @@ def report(
 
     moment = cli._parse_as_of(as_of)
     settings = cli._settings(ctx)
-    checkpoint = None if since is None else _read_checkpoint(since)
+    checkpoint = None if since is None else read_checkpoint(since)
     if public_key is not None and checkpoint is None:
         raise cli.UsageError("--public-key: checks a checkpoint's signature; give --since too")
-    key = None if public_key is None else _read_public_key(public_key)
+    key = None if public_key is None else read_public_key(public_key)
     settings.require_existing()
     audit = build_report(
         settings.db, record_id=record, as_of=moment, since=checkpoint, public_key=key
@@ -91,37 +91,3 @@ def report(
         typer.echo(f"wrote {output} ({outcome})", err=True)
     if not audit.verification.ok:
         raise typer.Exit(cli.ExitCode.DAMAGED)
-
-
-def _read_checkpoint(path: Path) -> Checkpoint:
-    """The checkpoint in ``path`` (what ``idcard-workflow checkpoint`` wrote); a malformed one
-    is reported by the command line as an invalid Checkpoint (exit 2)."""
-    from workflow import cli
-
-    try:
-        text = path.read_bytes()
-    except OSError as exc:
-        raise cli.UsageError(
-            f"--since: can't read checkpoint file {path}: {exc.strerror}"
-        ) from None
-    return load(text)
-
-
-def _read_public_key(path: Path) -> Any:
-    """The Ed25519 public key in the PEM file ``path``."""
-    from workflow import cli
-
-    try:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
-    except ImportError:
-        raise cli.UsageError(
-            "--public-key needs the cryptography package: pip install 'idcard-workflow[audit]'"
-        ) from None
-    try:
-        key = load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError, TypeError):
-        raise cli.UsageError(f"--public-key: {path} is not a readable PEM public key") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise cli.UsageError(f"--public-key: {path} is not an Ed25519 public key")
-    return key
