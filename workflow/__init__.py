@@ -17,6 +17,7 @@ from workflow.engine.verification import BrokenRecord, VerificationReport
 from workflow.errors import (
     ConcurrentUpdate,
     ConfigurationError,
+    ConnectionLost,
     DuplicateApplication,
     DuplicateLossReport,
     GuardFailed,
@@ -82,6 +83,7 @@ __all__ = [
     "ConcurrentUpdate",
     "Condition",
     "ConfigurationError",
+    "ConnectionLost",
     "Document",
     "DuplicateApplication",
     "DuplicateLossReport",

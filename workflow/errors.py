@@ -1,6 +1,8 @@
 """Errors raised by the library. All derive from `WorkflowError` and carry a stable ``code``.
 
-After any of them, nothing in the database has changed.
+After any of them but `ConnectionLost`, nothing in the database has changed; after
+`ConnectionLost` the command may have taken effect, and a retry with the same ``request_id``
+says which.
 """
 
 from __future__ import annotations
@@ -125,6 +127,24 @@ class StorageError(WorkflowError):
     """The database failed in a way the library can't interpret; the cause is chained."""
 
     code = "storage_error"
+
+
+class ConnectionLost(ConcurrentUpdate, StorageError):
+    """The connection to the database was lost mid-command, or no writable server could be
+    reached (a failover under way, a server restarting). Retry it, as any `ConcurrentUpdate`,
+    once a server is back; but the command may have taken effect (its commit reached the
+    server and the answer was lost), so retry it with the same ``request_id``: that returns
+    the recorded answer instead of running it twice. A `StorageError` too, as database
+    failures are, so a host that alerts on those still sees it."""
+
+    code = "connection_lost"
+
+    def __init__(
+        self,
+        message: str = "lost the connection to the database; the command may have taken "
+        "effect: retry it with the same request_id",
+    ) -> None:
+        super().__init__(message)
 
 
 class ConfigurationError(WorkflowError):

@@ -31,6 +31,7 @@ from workflow.engine.store import ConflictMap, Store, lock_value
 from workflow.errors import (
     ConcurrentUpdate,
     ConfigurationError,
+    ConnectionLost,
     GuardFailed,
     IdempotencyConflict,
     IllegalTransition,
@@ -542,6 +543,8 @@ class Runner:
                     moved, not_moved = self.fire_many_in(
                         conn, chunk, event, actor=actor, arguments=arguments
                     )
+            except ConnectionLost:
+                raise  # the chunk may have committed: no lost race to run again one by one
             except (ConcurrentUpdate, IllegalTransition, NotFound, GuardFailed) as exc:
                 # Another writer got to a record of the chunk, or to a record a reaction moves,
                 # between the checks and the writes: nothing of the chunk was kept. Each record

@@ -13,10 +13,22 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError, UnboundExecutionError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+    UnboundExecutionError,
+)
 from sqlalchemy.orm import Session, scoped_session
 
-from workflow.errors import ConcurrentUpdate, ConfigurationError, NoDatabase, StorageError
+from workflow.errors import (
+    ConcurrentUpdate,
+    ConfigurationError,
+    ConnectionLost,
+    NoDatabase,
+    StorageError,
+)
 
 Bind = str | URL | Engine | Session | scoped_session[Session]
 """What the library runs on: a database URL, an `Engine`, or a caller's `Session` (a
@@ -27,6 +39,10 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 # SQLSTATEs on which PostgreSQL asks the client to retry the transaction.
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+# SQLSTATEs of a server that went away or can't take connections now: connection exceptions
+# (class 08), an administrator's or a crash's shutdown, a server starting up or in recovery.
+_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 
 _SQLITE_SETTINGS = {
     "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
@@ -267,7 +283,7 @@ class Store:
                 with conn.begin():
                     yield conn
         except DBAPIError as exc:
-            raise _translate(exc, conflicts or {}) from DatabaseFailure.of(exc)
+            raise _translate(exc, conflicts or {}, self.dialect) from DatabaseFailure.of(exc)
         except SQLAlchemyError as exc:
             failure = DatabaseFailure.of(exc)
             raise StorageError(f"database error: {failure}") from failure
@@ -378,7 +394,7 @@ class DatabaseFailure(Exception):
         return failure
 
 
-def _translate(exc: DBAPIError, conflicts: ConflictMap) -> Exception:
+def _translate(exc: DBAPIError, conflicts: ConflictMap, dialect: str = "") -> Exception:
     message = str(exc.orig)
     if isinstance(exc, IntegrityError):
         for needle, make in conflicts.items():
@@ -387,4 +403,22 @@ def _translate(exc: DBAPIError, conflicts: ConflictMap) -> Exception:
     sqlstate = getattr(exc.orig, "sqlstate", None)
     if sqlstate in _RETRYABLE_SQLSTATES or "database is locked" in message:
         return ConcurrentUpdate("the database stayed busy or detected a conflict; retry")
+    if _connection_lost(exc, sqlstate, dialect):
+        return ConnectionLost(
+            f"lost the connection to the database, or reached no writable server "
+            f"({DatabaseFailure.of(exc)}); the command may have taken effect: retry it with "
+            "the same request_id"
+        )
     return StorageError(f"database error: {DatabaseFailure.of(exc)}")
+
+
+def _connection_lost(exc: DBAPIError, sqlstate: str | None, dialect: str) -> bool:
+    """Whether the error says the server is gone or unreachable (not what a statement did)."""
+    if exc.connection_invalidated:  # SQLAlchemy's own verdict: the connection is dead
+        return True
+    if sqlstate is not None:
+        return sqlstate.startswith("08") or sqlstate in _LOST_SQLSTATES
+    # psycopg reports a failed connection attempt (no server at any host, or none writable
+    # under target_session_attrs=read-write) as its OperationalError with no SQLSTATE.
+    driver_error = hasattr(exc.orig, "sqlstate")
+    return dialect == "postgresql" and isinstance(exc, OperationalError) and driver_error
