@@ -101,8 +101,12 @@ class Handle(Generic[A, V]):
     """The commands and queries of one machine, typed by what creates a record (``A``) and
     the view its records come back as (``V``)."""
 
-    def __init__(self, runner: Runner, machine: Machine[A, V]) -> None:
+    def __init__(
+        self, runner: Runner, machine: Machine[A, V], reader: Runner | None = None
+    ) -> None:
         self._runner = runner
+        self._reader = reader or runner
+        """Answers the queries: the runner on the workflow's ``read_bind``, if it has one."""
         self.machine = machine
         self.definition: Definition = machine.definition
 
@@ -147,16 +151,16 @@ class Handle(Generic[A, V]):
 
     def get(self, record_id: uuid.UUID) -> V:
         """The record as it is now."""
-        return self._view(self._runner.get(record_id))
+        return self._view(self._reader.get(record_id))
 
     def history(self, record_id: uuid.UUID) -> list[TransitionRecord]:
         """Every transition of the record, oldest first; the first is its creation."""
-        return self._runner.history(record_id)
+        return self._reader.history(record_id)
 
     def explain(self, record_id: uuid.UUID, actor: Actor) -> Explanation:
         """The events ``actor`` could fire on the record now and, for each one it can't, every
         reason (role, unit, state); each event's guards are listed as conditions."""
-        return self._runner.explain(record_id, actor)
+        return self._reader.explain(record_id, actor)
 
 
 class Workflow:
@@ -168,6 +172,12 @@ class Workflow:
     time as an aware datetime (default: the real clock). ``chain_key`` (at least 32 bytes, kept
     out of the database) makes every new history row's hash an HMAC under it, and `verify`
     check under it; every writer and verifier of the database must then be given the same key.
+
+    ``read_bind`` (a URL, `Engine` or `Session` of a read replica, such as a hot standby) makes
+    the queries read there: `get`, `history`, `explain`, `overdue`, `overdue_reviews`,
+    `is_reported_lost`, `pending_events` and `verify`, and the handles' queries. Commands, and
+    every check a command makes, always run on ``bind``. A replica may lag behind the primary:
+    a query there may not yet see a command that has returned (docs/deployment.md).
     """
 
     applications: Handle[SubmitApplication, ApplicationView]
@@ -175,7 +185,12 @@ class Workflow:
     found_cards: Handle[str, FoundCardView]
 
     def __init__(
-        self, bind: Bind, *, clock: Clock | None = None, chain_key: bytes | None = None
+        self,
+        bind: Bind,
+        *,
+        clock: Clock | None = None,
+        chain_key: bytes | None = None,
+        read_bind: Bind | None = None,
     ) -> None:
         try:
             key = check_key(chain_key)
@@ -206,8 +221,19 @@ class Workflow:
         self._runners: dict[str, Runner] = {}
         for machine in REGISTRY:
             self._runners[machine.name] = Runner(self._executor, machine, self._react)
+        # The queries' store and runners: the replica's when there is one. They never write.
+        self._reads = self._store
+        self._readers = self._runners
+        if read_bind is not None:
+            try:
+                self._reads = Store(read_bind)
+            except BaseException:
+                self._store.close()
+                raise
+            reads = Executor(self._reads, RequestRepository(), clock or system_clock, chain_key=key)
+            self._readers = {m.name: Runner(reads, m) for m in REGISTRY}
         self._handles: dict[str, Handle[Any, Any]] = {
-            m.name: Handle(self._runners[m.name], m) for m in REGISTRY
+            m.name: Handle(self._runners[m.name], m, self._readers[m.name]) for m in REGISTRY
         }
         self.applications = cast(
             Handle[SubmitApplication, ApplicationView], self._handles[application.APPLICATION.name]
@@ -234,6 +260,8 @@ class Workflow:
     def close(self) -> None:
         """Release the connections of an engine the workflow opened from a URL."""
         self._store.close()
+        if self._reads is not self._store:
+            self._reads.close()
 
     def __enter__(self) -> Workflow:
         return self
@@ -400,7 +428,7 @@ class Workflow:
     def is_reported_lost(self, citizen_id: str) -> bool:
         """Whether the citizen's card is reported lost now: the answer and nothing else."""
         citizen = _CITIZEN.validate_python(citizen_id)
-        with self._store.transaction(write=False) as conn:
+        with self._reads.transaction(write=False) as conn:
             return loss_report.REPOSITORY.active_for(conn, citizen) is not None
 
     def get_loss_report(self, report_id: uuid.UUID) -> LossReportView:
@@ -455,7 +483,7 @@ class Workflow:
         """Every transition of any record (of any machine), oldest first; the first is its
         creation."""
         record_id = as_record_id(record_id)
-        for runner in self._runners.values():
+        for runner in self._readers.values():
             try:
                 return runner.history(record_id)
             except NotFound:
@@ -493,7 +521,7 @@ class Workflow:
         one = None if record_id is None else as_record_id(record_id)
         report = merge(
             verify(
-                self._store,
+                self._reads,
                 m.definition,
                 m.repository,
                 record_id=one,
@@ -502,10 +530,10 @@ class Workflow:
             )
             for m in REGISTRY
         )
-        strays = unknown_machines(self._store, (m.name for m in REGISTRY), record_id=one)
+        strays = unknown_machines(self._reads, (m.name for m in REGISTRY), record_id=one)
         named = [(b.machine, b.record_id) for b in report.broken]
         found = audit(
-            self._store, REGISTRY, marks=history_marks(self._store), skip=named, record_id=one
+            self._reads, REGISTRY, marks=history_marks(self._reads), skip=named, record_id=one
         )
         if strays or found:
             report = report.model_copy(update={"broken": [*report.broken, *found, *strays]})
@@ -535,11 +563,11 @@ class Workflow:
     ) -> VerificationReport:
         key = self._executor.chain_key
         comparison, changed = checkpoints.compare(
-            self._store,
+            self._reads,
             since,
             key=key,
             fingerprints=self._fingerprints(),
-            revision=self._revision(),
+            revision=self._revision(self._reads),
             public_key=public_key,
         )
         departs = comparison.difference
@@ -551,12 +579,12 @@ class Workflow:
         for m in REGISTRY:
             ids = dict.fromkeys(by_machine.get(m.name, []))
             ids.update(
-                dict.fromkeys(off_their_history(self._store, m.repository, up_to=since.last_row))
+                dict.fromkeys(off_their_history(self._reads, m.repository, up_to=since.last_row))
             )
             for one in ids:
                 reports.append(
                     verify(
-                        self._store,
+                        self._reads,
                         m.definition,
                         m.repository,
                         record_id=one,
@@ -565,7 +593,7 @@ class Workflow:
                         plain_through=since.last_row,
                     )
                 )
-            with self._store.transaction(write=False) as conn:
+            with self._reads.transaction(write=False) as conn:
                 orphans = m.repository.orphan_histories(conn)
             reports.append(
                 VerificationReport(
@@ -586,9 +614,9 @@ class Workflow:
                 )
             )
         report = merge(reports)
-        strays = unknown_machines(self._store, (m.name for m in REGISTRY))
+        strays = unknown_machines(self._reads, (m.name for m in REGISTRY))
         named = [(b.machine, b.record_id) for b in report.broken]
-        found = audit(self._store, REGISTRY, marks=history_marks(self._store), skip=named)
+        found = audit(self._reads, REGISTRY, marks=history_marks(self._reads), skip=named)
         return report.model_copy(
             update={
                 "broken": [*report.broken, *found, *strays],
@@ -600,7 +628,7 @@ class Workflow:
         )
 
     def _count_records(self) -> int:
-        with self._store.transaction(write=False) as conn:
+        with self._reads.transaction(write=False) as conn:
             return sum(
                 int(
                     conn.execute(
@@ -610,8 +638,8 @@ class Workflow:
                 for m in REGISTRY
             )
 
-    def _revision(self) -> str | None:
-        with self._store.transaction(write=False) as conn:
+    def _revision(self, store: Store | None = None) -> str | None:
+        with (store or self._store).transaction(write=False) as conn:
             return current_revision_on(conn)
 
     @staticmethod
@@ -637,7 +665,7 @@ class Workflow:
     ) -> list[ApplicationView]:
         checked = OverdueQuery(as_of=as_of, limit=limit)
         moment = self._executor.now() if checked.as_of is None else checked.as_of
-        with self._store.transaction(write=False) as conn:
+        with self._reads.transaction(write=False) as conn:
             rows: Sequence[Mapping[str, Any]] = query(conn, moment, checked.limit)
         return [from_row(ApplicationView, r) for r in rows]
 
@@ -649,7 +677,7 @@ class Workflow:
         A host relays them and then acknowledges them with `ack`; delivery is at least once.
         """
         size = _LIMIT.validate_python(limit)
-        with self._store.transaction(write=False) as conn:
+        with self._reads.transaction(write=False) as conn:
             rows = self._outbox.pending(conn, size)
         return [from_row(PendingEvent, r) for r in rows]
 
