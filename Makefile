@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-postgres lint typecheck check diagrams graphviz bench clean
+.PHONY: demo test test-postgres test-failover lint typecheck check diagrams graphviz bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: $(STAMP) graphviz
 # The same suite on a throwaway PostgreSQL server (Debian's `postgresql` package).
 test-postgres: $(STAMP) graphviz
 	.ci/with-postgres $(PY) -m pytest
+
+# A primary and its synchronous standby on this machine (tests/ha/cluster.py, Debian's
+# `postgresql` package): the primary killed under load and the standby promoted, read replicas.
+test-failover: $(STAMP)
+	$(PY) -m pytest tests/ha
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check workflow models migrations tests
