@@ -251,6 +251,10 @@ class Cluster:
         )
         return url + (f"&{extra}" if extra else "")
 
+    def read_url(self) -> str:
+        """The multi-host URL of a reader: a standby while there is one, else the primary."""
+        return self.url().replace("read-write", "prefer-standby")
+
     def kill_primary(self) -> None:
         """SIGKILL to the primary's postmaster and then to every process of its server, as if
         the machine had died: nothing of it gets to write, send or answer again."""

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 import workflow as wf
 from tests.ha.cluster import Cluster
+from tests.support import clerk, form
 
 pytestmark = pytest.mark.slow
 
@@ -278,3 +279,47 @@ def test_killed_primaries_lose_and_double_nothing(
     )
     for line in report:
         print("  " + line)
+
+
+def test_an_answer_lost_with_the_primary_is_answered_from_the_record_after_promotion(
+    pair: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit reached the primary and its synchronous standby, then the primary died
+    before the answer reached the host: the host sees `ConnectionLost`, and its retry with the
+    same request id, on the promoted standby, returns the recorded answer and changes nothing."""
+    import psycopg
+
+    cluster = pair
+    engine = wf.create_engine(cluster.url(), pool_pre_ping=True)
+    real = engine.dialect.do_commit
+    dying: list[datetime] = []
+
+    def commit_then_die(dbapi_connection: object) -> None:
+        real(dbapi_connection)  # committed, on the standby's disk too (synchronous_commit=on)
+        if not dying:
+            return
+        dying[0] = datetime.now(UTC)
+        cluster.kill_primary()
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(engine.dialect, "do_commit", commit_then_die)
+    try:
+        with wf.Workflow(engine) as flow:
+            view = flow.submit(form(n=7101), actor=clerk(), request_id="answer-lost/1")
+            dying.append(datetime.now(UTC))
+            with pytest.raises(wf.ConnectionLost):
+                flow.transmit(view.id, actor=clerk(), request_id="answer-lost/2")
+            killed_at = dying[0]
+            dying.clear()
+            cluster.promote()
+            moved = flow.transmit(view.id, actor=clerk(), request_id="answer-lost/2")
+            assert (moved.state, moved.version) == (wf.State.TRANSMITTED, 2)
+            rows = flow.history(view.id)
+            assert [r.event for r in rows] == ["submit", "transmit"]
+            assert rows[-1].at < killed_at, "the retry ran the command again"
+            # Without its request id the same command is refused: it took place.
+            with pytest.raises(wf.IllegalTransition):
+                flow.transmit(view.id, actor=clerk())
+            assert flow.verify(view.id).ok
+    finally:
+        engine.dispose()

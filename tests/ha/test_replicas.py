@@ -35,7 +35,7 @@ def replica(pair: Cluster) -> Iterator[tuple[Cluster, wf.Workflow, list[str]]]:
     """A workflow writing to the primary and reading the standby; the statements the standby
     was sent, in order."""
     assert pair.standby is not None
-    reads = sa.create_engine(pair.standby.url())
+    reads = wf.create_engine(pair.read_url())  # target_session_attrs=prefer-standby
     sent: list[str] = []
 
     @sa.event.listens_for(reads, "before_cursor_execute")
@@ -55,6 +55,10 @@ def test_queries_read_the_replica_and_commands_run_on_the_primary(
     replica: tuple[Cluster, wf.Workflow, list[str]],
 ) -> None:
     cluster, flow, sent = replica
+    assert cluster.standby is not None
+    with flow._reads.engine.connect() as conn:  # the read URL found the standby
+        assert conn.exec_driver_sql("SELECT pg_is_in_recovery()").scalar_one() is True
+    sent.clear()
     # A hot standby refuses every write: that the commands succeed proves they went to the
     # primary, and none of them sent the replica a statement.
     view = flow.submit(form(n=7001), actor=clerk())
