@@ -182,7 +182,13 @@ class Cluster:
             conf.write("\n# tests/ha/cluster.py\n" + lines)
 
     def _start(self, node: Node) -> None:
-        self._run("pg_ctl", "-D", str(node.data), "-l", str(node.log), "-w", "-t", "60", "start")
+        try:
+            self._run(
+                "pg_ctl", "-D", str(node.data), "-l", str(node.log), "-w", "-t", "60", "start"
+            )
+        except RuntimeError as exc:
+            log = node.log.read_text()[-3000:] if node.log.exists() else ""
+            raise RuntimeError(f"{exc}\n== {node.log}\n{log}") from None
 
     def _attach(self, node: Node) -> None:
         """Make ``node`` a fresh standby of the primary (pg_basebackup -R) and start it; wait
@@ -201,6 +207,11 @@ class Cluster:
         conf = node.data / "postgresql.conf"
         conf.write_text(conf.read_text().split("\n# tests/ha/cluster.py\n")[0])
         self._configure(node, standby_names="")
+        # The socket's lock file a killed server left names its dead postmaster's pid, which a
+        # busy machine may have given to another process by now: PostgreSQL would then refuse
+        # to start ("Is another postmaster running?"). This node's server is not running.
+        for stale in node.socket_dir.glob(".s.PGSQL.*"):
+            stale.unlink()
         self._start(node)
         self.standby = node
         self._set_standby_names(primary, node.name)
