@@ -43,6 +43,13 @@ import workflow as wf
 from workflow import demo as demo_module
 from workflow import diagrams
 from workflow.audit.command import report as report_command
+from workflow.audit.files import (
+    read_chain_key,
+    read_checkpoint,
+    read_private_key,
+    read_public_key,
+)
+from workflow.engine.checkpoint import Comparison
 from workflow.engine.definition import Definition
 from workflow.machines import REGISTRY
 from workflow.models.citizen_id import mask_citizen_id
@@ -179,9 +186,10 @@ def _fail(message: str) -> NoReturn:
 
 @dataclass(frozen=True)
 class Settings:
-    """What the global options say: the database URL."""
+    """What the global options say: the database URL, and the chain key's file if any."""
 
     db: str
+    chain_key_file: Path | None = None
 
     @property
     def url(self) -> URL:
@@ -216,7 +224,8 @@ class Settings:
     def workflow(self) -> Iterator[wf.Workflow]:
         """A `Workflow` on the database, which must exist and be at the latest revision."""
         self.require_existing()
-        with wf.Workflow(self.db) as flow:
+        key = None if self.chain_key_file is None else read_chain_key(self.chain_key_file)
+        with wf.Workflow(self.db, chain_key=key) as flow:
             yield flow
 
 
@@ -279,9 +288,20 @@ def _root(
             help=f"Database URL (default: ${DB_VARIABLE}, else {DEFAULT_DB_URL}).",
         ),
     ] = None,
+    chain_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--chain-key-file",
+            envvar="IDCARD_CHAIN_KEY_FILE",
+            metavar="FILE",
+            show_default=False,
+            help="The chain key the database's rows are hashed under (the file's bytes, at "
+            "least 32); default: $IDCARD_CHAIN_KEY_FILE, else none.",
+        ),
+    ] = None,
 ) -> None:
     """Remote acceptance of resident identity cards: inspect and maintain a database."""
-    ctx.obj = Settings(_parse_db(db))
+    ctx.obj = Settings(_parse_db(db), chain_key_file)
 
 
 # -- diagram ------------------------------------------------------------------------------------
@@ -548,14 +568,41 @@ def verify(
     app_id: Annotated[
         uuid.UUID | None, typer.Argument(help="Check only this application (default: all).")
     ] = None,
+    since: Annotated[
+        Path | None,
+        typer.Option(
+            "--since",
+            metavar="CHECKPOINT",
+            help="Prove the history extends this checkpoint file, and replay only what changed "
+            "after it.",
+        ),
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            metavar="FILE",
+            help="With --since: the auditor's Ed25519 public key (PEM) the signature must match.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Prove the histories: replay, guard facts, hash chain, stored state and version.
+    """Prove the histories: replay, permissions, guard facts, hash chain, stored state and
+    version; with --since, that nothing a checkpoint covers was changed, removed or added.
 
-    Exits with 1 when any record is damaged.
+    Exits with 1 when any record is damaged or the history does not extend the checkpoint.
     """
+    if since is not None and app_id is not None:
+        _fail("--since: verifies the whole history against a checkpoint; give no record id")
+    if public_key is not None and since is None:
+        _fail("--public-key: checks a checkpoint's signature; give --since too")
+    checkpoint = None if since is None else read_checkpoint(since)
+    key = None if public_key is None else read_public_key(public_key)
     with _settings(ctx).workflow() as flow:
-        report = flow.verify(app_id)
+        if checkpoint is not None:
+            report = flow.verify(since=checkpoint, public_key=key)
+        else:
+            report = flow.verify(app_id)
     if app_id is not None and report.records == 0 and not report.broken:
         raise wf.NotFound(app_id)
     if as_json:
@@ -574,13 +621,87 @@ def verify(
                 table.add_row(*(_cell(v) for v in cells))
             _print_table(table, console)
         outcome = f"{len(report.broken)} broken" if report.broken else "all intact"
+        keyed = " under the chain key" if report.keyed else ""
         console.print(
             _cell(
                 f"Checked {_count(report.records, 'record')} and "
-                f"{_count(report.rows, 'history row')}: {outcome}."
+                f"{_count(report.rows, 'history row')}{keyed}: {outcome}."
             )
         )
+        if report.checkpoint is not None:
+            _print_comparison(report.checkpoint, console)
     if not report.ok:
+        raise typer.Exit(ExitCode.DAMAGED)
+
+
+def _print_comparison(comparison: Comparison, console: Console) -> None:
+    taken = _when(comparison.taken_at)
+    if comparison.extends:
+        verdict = (
+            f"The history extends the checkpoint of {taken} (rows up to {comparison.last_row})"
+        )
+    else:
+        assert comparison.difference is not None
+        verdict = (
+            f"The history does NOT extend the checkpoint of {taken}: "
+            f"{comparison.difference.problem}: {comparison.difference.message}"
+        )
+    console.print(_cell(f"{verdict}; signature: {comparison.signature}."))
+    console.print(
+        _cell(
+            f"Since then: {_count(comparison.new_rows, 'new row')} in "
+            f"{_count(comparison.changed_records, 'record')}, replayed in full."
+        )
+    )
+    for note in comparison.notes:
+        console.print(_cell(f"Note: {note}."))
+
+
+@app.command(epilog=EPILOG)
+def checkpoint(
+    ctx: typer.Context,
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", metavar="FILE", help="Write the checkpoint to FILE."),
+    ],
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            metavar="FILE",
+            help="Sign it with this Ed25519 private key (PEM, e.g. from openssl genpkey "
+            "-algorithm ed25519).",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a checkpoint: a small statement of the history as it stands (revision,
+    fingerprints, counts, last row, digest), to keep where the database's writers can't reach
+    it and check later with verify --since.
+
+    Exits with 1 when a covered row no longer matched its own hash (the checkpoint is written
+    all the same, and says so).
+    """
+    signer = None if key is None else read_private_key(key)
+    with _settings(ctx).workflow() as flow:
+        taken = flow.checkpoint(signing_key=signer)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(taken.to_json(), encoding="utf-8")
+    except OSError as exc:
+        raise OperationFailed(f"can't write the checkpoint to {output}: {exc.strerror}") from None
+    if as_json:
+        emit_json(taken.model_dump(mode="json"))
+    else:
+        signed = "signed" if taken.signature is not None else "unsigned"
+        _console().print(
+            _cell(
+                f"Wrote {output}: {_count(taken.rows, 'history row')} of "
+                f"{_count(sum(taken.records.values()), 'record')} up to row {taken.last_row}, "
+                f"{signed}; digest {taken.digest}."
+            )
+        )
+    if not taken.intact:
         raise typer.Exit(ExitCode.DAMAGED)
 
 
