@@ -20,7 +20,8 @@ from tests.support import drive
 from workflow.models.enums import Kind
 from workflow.models.tables import Application, TransitionLog
 
-FULL_CITIZEN_NUMBER = re.compile(r"[0-9]{17}[0-9X]")
+# A number standing on its own: 18 digits inside a hash are no citizen number.
+FULL_CITIZEN_NUMBER = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 DB_VARIABLE = "IDCARD_WORKFLOW_DB"
 SCRIPT = Path(sys.executable).with_name("idcard-workflow")
 AS_OF = "2026-06-01T08:00:00+08:00"

@@ -20,7 +20,8 @@ import workflow as wf
 from workflow.demo import DaySummary, Refusal, SimulatedClock, main, program, run_day
 from workflow.machines import REGISTRY
 
-FULL_CITIZEN_NUMBER = re.compile(r"[0-9]{17}[0-9X]")
+# A number standing on its own: 18 digits inside a hash are no citizen number.
+FULL_CITIZEN_NUMBER = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 FINAL_APPLICATION = {wf.State.REJECTED, wf.State.COLLECTED}
 MACHINE_TABLES = {m.name: m.repository.table.name for m in REGISTRY}
 
