@@ -34,7 +34,7 @@ from tests.support import ACCEPTANCE, Clock, clerk, drive, form, reviewer
 from workflow.demo import SimulatedClock, run_day
 from workflow.machines.application import ApplicationRepository
 
-FULL_CITIZEN_NUMBER = re.compile(r"[0-9]{17}[0-9Xx]")
+FULL_CITIZEN_NUMBER = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 BAD_CHECK_CHARACTER = "110105194912310021"  # the standard's example with a wrong last character
 PUBLIC = tuple(
     name
