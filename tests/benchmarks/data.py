@@ -287,13 +287,13 @@ def insert_sql(sqlite: bool, table: str, columns: Sequence[str]) -> str:
 
 
 _STEP_UPDATE = (
-    "UPDATE idcard_applications SET state = s.state, version = applications.version + 1, "
+    "UPDATE idcard_applications SET state = s.state, version = idcard_applications.version + 1, "
     "chain_head = s.chain_head, "
-    "review_due_at = COALESCE(s.review_due_at, applications.review_due_at), "
-    "rejection_ground = COALESCE(s.rejection_ground, applications.rejection_ground), "
-    "rejection_note = COALESCE(s.rejection_note, applications.rejection_note), "
-    "old_card_returned = COALESCE(s.old_card_returned, applications.old_card_returned) "
-    "FROM gen_steps s WHERE s.seq = {mark} AND s.id = applications.id"
+    "review_due_at = COALESCE(s.review_due_at, idcard_applications.review_due_at), "
+    "rejection_ground = COALESCE(s.rejection_ground, idcard_applications.rejection_ground), "
+    "rejection_note = COALESCE(s.rejection_note, idcard_applications.rejection_note), "
+    "old_card_returned = COALESCE(s.old_card_returned, idcard_applications.old_card_returned) "
+    "FROM gen_steps s WHERE s.seq = {mark} AND s.id = idcard_applications.id"
 )
 
 
@@ -306,8 +306,8 @@ def write(db: Database, conn: Any, batch: Batch) -> None:
             "old_card_returned INTEGER, PRIMARY KEY (seq, id)) WITHOUT ROWID"
         )
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(insert_sql(True, "applications", APP_COLUMNS), batch.apps)
-        conn.executemany(insert_sql(True, "transition_log", LOG_COLUMNS), batch.logs)
+        conn.executemany(insert_sql(True, "idcard_applications", APP_COLUMNS), batch.apps)
+        conn.executemany(insert_sql(True, "idcard_transition_log", LOG_COLUMNS), batch.logs)
         conn.executemany(insert_sql(True, "temp.gen_steps", STEP_COLUMNS), batch.steps)
         _run_steps(conn, batch, "?")
         conn.execute("DELETE FROM temp.gen_steps")
@@ -321,8 +321,8 @@ def write(db: Database, conn: Any, batch: Batch) -> None:
     with conn.transaction():
         cur = conn.cursor()
         for table, rows, columns in (
-            ("applications", batch.apps, APP_COLUMNS),
-            ("transition_log", batch.logs, LOG_COLUMNS),
+            ("idcard_applications", batch.apps, APP_COLUMNS),
+            ("idcard_transition_log", batch.logs, LOG_COLUMNS),
             ("gen_steps", batch.steps, STEP_COLUMNS),
         ):
             with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:

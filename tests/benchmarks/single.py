@@ -82,7 +82,7 @@ class Floor:
             )
             for extra in ("", f", review_due_at = {mark}")
         }
-        self.append = data.insert_sql(db.sqlite, "transition_log", data.LOG_COLUMNS)
+        self.append = data.insert_sql(db.sqlite, "idcard_transition_log", data.LOG_COLUMNS)
         self.outbox = data.insert_sql(
             db.sqlite, "outbox", ("machine", "record_id", "seq", "event", "state", "at")
         )
