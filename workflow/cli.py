@@ -17,7 +17,7 @@ import re
 import sqlite3
 import sys
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -562,6 +562,58 @@ def _record_title(flow: wf.Workflow, record_id: uuid.UUID) -> str:
 # -- verify -----------------------------------------------------------------------------------
 
 
+AUTO_WORKERS_MAX = 8
+"""The most processes ``verify`` starts by default (more rarely help: the database serves them)."""
+AUTO_WORKERS_MIN_RECORDS = 20_000
+"""Below this many records ``verify`` runs in one process by default: starting the others
+would cost more than it saves."""
+
+
+def _auto_workers(flow: wf.Workflow) -> int:
+    cpus = min(os.cpu_count() or 1, AUTO_WORKERS_MAX)
+    if cpus == 1:
+        return 1
+    from workflow.engine.parallel import record_count
+
+    # The CLI is the library's own: it may count through the workflow's store.
+    records = record_count(flow._reads, REGISTRY)
+    return cpus if records is not None and records >= AUTO_WORKERS_MIN_RECORDS else 1
+
+
+@contextmanager
+def _progress_bar(show: bool) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A progress bar on stderr, when it is a terminal and ``show``; its update callback."""
+    console = Console(stderr=True, highlight=False)
+    if not show or not console.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("verifying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("records"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("verify", total=None)
+
+        def update(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
 @app.command(epilog=EPILOG)
 def verify(
     ctx: typer.Context,
@@ -585,12 +637,24 @@ def verify(
             help="With --since: the auditor's Ed25519 public key (PEM) the signature must match.",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            metavar="N",
+            show_default=False,
+            help="Processes that verify side by side, each over its own ranges of record ids "
+            f"(1 to 64; default: the number of CPUs, at most {AUTO_WORKERS_MAX}, or 1 below "
+            f"{AUTO_WORKERS_MIN_RECORDS:,} records).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Prove the histories: replay, permissions, guard facts, hash chain, stored state and
     version; with --since, that nothing a checkpoint covers was changed, removed or added.
 
     Exits with 1 when any record is damaged or the history does not extend the checkpoint.
+    A progress bar goes to stderr when it is a terminal (never with --json).
     """
     if since is not None and app_id is not None:
         _fail("--since: verifies the whole history against a checkpoint; give no record id")
@@ -600,9 +664,15 @@ def verify(
     key = None if public_key is None else read_public_key(public_key)
     with _settings(ctx).workflow() as flow:
         if checkpoint is not None:
-            report = flow.verify(since=checkpoint, public_key=key)
+            processes = 1 if workers is None else workers  # validated; --since runs in one
+            report = flow.verify(since=checkpoint, public_key=key, workers=processes)
         else:
-            report = flow.verify(app_id)
+            if workers is not None:
+                processes = workers  # validated by verify, also for one record (then unused)
+            else:
+                processes = 1 if app_id is not None else _auto_workers(flow)
+            with _progress_bar(not as_json and app_id is None) as progress:
+                report = flow.verify(app_id, workers=processes, progress=progress)
     if app_id is not None and report.records == 0 and not report.broken:
         raise wf.NotFound(app_id)
     if as_json:

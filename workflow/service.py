@@ -11,7 +11,7 @@ to run (`workflow.machines.reactions`), whichever command or path fires the even
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar, cast
 
@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from workflow.diagrams.model import fingerprint
 from workflow.engine import checkpoint as checkpoints
+from workflow.engine import parallel
 from workflow.engine.chain import check_key
 from workflow.engine.checkpoint import Checkpoint
 from workflow.engine.definition import Definition
@@ -78,6 +79,10 @@ _EVENT_IDS = TypeAdapter(
     config=HIDDEN,
 )
 _BATCH = TypeAdapter(Annotated[int, Field(strict=True, ge=1, le=100_000)], config=HIDDEN)
+_WORKERS = TypeAdapter(
+    Annotated[int, Field(strict=True, ge=1, le=64)],
+    config=ConfigDict(hide_input_in_errors=True, title="workers"),
+)
 
 
 class OverdueQuery(BaseModel):
@@ -502,6 +507,8 @@ class Workflow:
         batch_size: int = 1000,
         since: Checkpoint | None = None,
         public_key: Any = None,
+        workers: int = 1,
+        progress: Callable[[int, int | None], None] | None = None,
     ) -> VerificationReport:
         """Check every record's history (or one's), of every machine: replayed through its
         definition from the initial state, each step legal, fired by an actor its permission
@@ -512,24 +519,47 @@ class Workflow:
         With ``since`` (a `Checkpoint`), proves instead that the history extends it (every
         covered row still there and unchanged, none added among them, the signature valid: by
         ``public_key``, an Ed25519 public key, when given), then replays in full only the
-        records that changed after it; the report's ``checkpoint`` says how it compares."""
+        records that changed after it; the report's ``checkpoint`` says how it compares.
+
+        ``workers`` (1 to 64) above 1 verifies the whole database in that many processes,
+        each over its own ranges of record ids, with the same report (`workflow.engine.
+        parallel`); a `Session` bind, a SQLite in-memory database, one record or ``since`` is
+        verified in this process. ``progress`` is called as records are checked, with the
+        number checked so far and the number there are (None if unknown)."""
         size = _BATCH.validate_python(batch_size)
+        processes = _WORKERS.validate_python(workers)
         if since is not None:
             if record_id is not None:
                 raise ValueError("verify takes a record id or a checkpoint (since=), not both")
             return self._verify_since(since, public_key, size)
         one = None if record_id is None else as_record_id(record_id)
-        report = merge(
-            verify(
+        key = self._executor.chain_key
+        if one is None and processes > 1 and not parallel.runs_in_process(self._reads):
+            report = parallel.verify_parallel(
                 self._reads,
-                m.definition,
-                m.repository,
-                record_id=one,
+                REGISTRY,
+                "workflow.machines:REGISTRY",
+                workers=processes,
                 batch_size=size,
-                key=self._executor.chain_key,
+                key=key,
+                progress=progress,
             )
-            for m in REGISTRY
-        )
+        elif one is None:
+            report = parallel.verify_all(
+                self._reads, REGISTRY, batch_size=size, key=key, progress=progress
+            )
+        else:
+            report = merge(
+                verify(
+                    self._reads,
+                    m.definition,
+                    m.repository,
+                    record_id=one,
+                    batch_size=size,
+                    key=key,
+                )
+                for m in REGISTRY
+            )
         strays = unknown_machines(self._reads, (m.name for m in REGISTRY), record_id=one)
         named = [(b.machine, b.record_id) for b in report.broken]
         found = audit(

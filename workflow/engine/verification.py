@@ -7,7 +7,7 @@ their histories), so memory stays flat however many there are.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
@@ -108,15 +108,19 @@ def verify(
     key: bytes | None = None,
     plain_through: int | None = None,
     marks: Mapping[str, int] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> VerificationReport:
     """Check every record of the machine (or one, or those whose id is in ``id_range``: from
     the first bound, included, to the second, excluded; None is open) and return the report.
-    Disjoint ranges that cover every id verify the whole machine between them."""
+    Disjoint ranges that cover every id verify the whole machine between them. ``progress``
+    is called with the number of records checked since its last call, once per batch."""
     records = rows = 0
     broken: list[BrokenRecord] = []
     marks = history_marks(store) if marks is None else marks
     for item in _records_with_history(store, repository, record_id, batch_size, id_range):
         records += 1
+        if progress is not None and records % batch_size == 0:
+            progress(batch_size)
         found: tuple[int | None, str, str] | None
         if isinstance(item, _Unreadable):
             which, found = item.record_id, (item.seq, "malformed_row", item.detail)
@@ -146,6 +150,8 @@ def verify(
                     message=f"{PROBLEMS[problem]}{': ' + detail if detail else ''}",
                 )
             )
+    if progress is not None and records % batch_size:
+        progress(records % batch_size)
     with store.transaction(write=False) as conn:
         orphans = repository.orphan_histories(conn, record_id, id_range=id_range)
     for orphan_id, first_seq in orphans:
