@@ -10,10 +10,12 @@ sizes chosen for it, `verify()` runs in a fresh process that reports its time an
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -24,7 +26,7 @@ import sqlalchemy as sa
 import workflow as wf
 
 from . import data
-from .common import ROOT, Database, peak_rss_kib, rss_kib
+from .common import ROOT, Database, peak_rss_kib, rss_kib, summary
 
 AS_OF = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SPREAD_SECONDS = 120 * 86_400
@@ -85,6 +87,8 @@ def bench_queries(
     sizes: Sequence[int],
     verify_sizes: Sequence[int],
     calls: int,
+    verify_workers: Sequence[int] = (1,),
+    verify_rounds: int = 1,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     engine = db.engine()
@@ -143,13 +147,8 @@ def bench_queries(
                 )
             overdue.append(row)
             if size in verify_sizes:
-                result = verify_in_child(db.url)
-                result["applications"] = size
-                verifies.append(result)
-                log(
-                    f"  verify at {size:,}: {result['seconds']:.1f} s, {result['rows']:,} rows, "
-                    f"peak RSS {result['peak_rss_kib'] / 1024:.0f} MiB "
-                    f"(after start-up {result['rss_before_kib'] / 1024:.0f} MiB), ok={result['ok']}"
+                verifies.append(
+                    bench_verify(db, size, workers=verify_workers, rounds=verify_rounds, log=log)
                 )
     finally:
         flow.close()
@@ -157,11 +156,73 @@ def bench_queries(
     return {"calls": calls, "as_of": AS_OF.isoformat(), "overdue": overdue, "verify": verifies}
 
 
-def verify_in_child(url: str) -> dict[str, Any]:
-    """Run `verify()` over the whole database in a fresh process; its time and peak RSS."""
+def bench_verify(
+    db: Database,
+    size: int,
+    *,
+    workers: Sequence[int],
+    rounds: int,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """`verify()` with each number of ``workers``, in turns: each round runs every variant once
+    in a fresh process, in the opposite order to the round before. Medians per variant, and the
+    ratio of each round's time to that round's ``workers=1`` time."""
+    runs: list[dict[str, Any]] = []
+    for number in range(rounds):
+        order = list(workers) if number % 2 == 0 else list(reversed(workers))
+        for w in order:
+            result = verify_in_child(db.url, workers=w)
+            result.update(round=number + 1, workers=w)
+            runs.append(result)
+            log(
+                f"  verify at {size:,}, workers={w} (round {number + 1}/{rounds}): "
+                f"{result['seconds']:.1f} s (CPU {result['cpu_seconds']:.1f} s), "
+                f"{result['rows']:,} rows, peak RSS {result['peak_rss_kib'] / 1024:.0f} MiB "
+                f"+ workers {result['workers_peak_rss_kib'] / 1024:.0f} MiB "
+                f"(after start-up {result['rss_before_kib'] / 1024:.0f} MiB), ok={result['ok']}"
+            )
+    first = runs[0]
+    by_workers: dict[str, Any] = {}
+    for w in workers:
+        mine = [r for r in runs if r["workers"] == w]
+        ratios = [
+            base["seconds"] / r["seconds"]
+            for r in mine
+            for base in runs
+            if base["workers"] == workers[0] and base["round"] == r["round"]
+        ]
+        by_workers[str(w)] = {
+            "seconds": summary([r["seconds"] for r in mine]),
+            "cpu_seconds": summary([r["cpu_seconds"] for r in mine]),
+            "speedup": summary(ratios),
+            "peak_rss_kib": max(r["peak_rss_kib"] for r in mine),
+            "workers_peak_rss_kib": max(r["workers_peak_rss_kib"] for r in mine),
+            "worker_peak_rss_kib": max(r["worker_peak_rss_kib"] for r in mine),
+            "ok": all(r["ok"] for r in mine),
+        }
+    one = [r for r in runs if r["workers"] == workers[0]]
+    return {
+        "applications": size,
+        "records": first["records"],
+        "rows": first["rows"],
+        "ok": all(r["ok"] for r in runs),
+        "broken": max(r["broken"] for r in runs),
+        # The first variant's (workers=1) medians, as the table before parallel verify had them.
+        "seconds": summary([r["seconds"] for r in one])["median"],
+        "rss_before_kib": max(r["rss_before_kib"] for r in one),
+        "peak_rss_kib": max(r["peak_rss_kib"] for r in one),
+        "rounds": rounds,
+        "by_workers": by_workers,
+        "runs": runs,
+    }
+
+
+def verify_in_child(url: str, *, workers: int = 1) -> dict[str, Any]:
+    """Run `verify()` over the whole database in a fresh process; its time and peak RSS, and
+    those of the worker processes it starts."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, "-m", "tests.benchmarks.queries", url],
+        [sys.executable, "-m", "tests.benchmarks.queries", url, str(workers)],
         cwd=ROOT,
         env=env,
         check=True,
@@ -171,17 +232,58 @@ def verify_in_child(url: str) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def _child(url: str) -> None:
+class _ChildrenPeaks:
+    """Samples the peak RSS (VmHWM) of this process's multiprocessing children while they run:
+    the sum of their peaks, and the largest. (``getrusage(RUSAGE_CHILDREN)`` gives only the
+    largest child's, and includes what a child inherits of this process's peak.)"""
+
+    def __init__(self) -> None:
+        self.peaks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            for child in multiprocessing.active_children():
+                try:
+                    with open(f"/proc/{child.pid}/status") as status:
+                        for line in status:
+                            if line.startswith("VmHWM:"):
+                                peak = int(line.split()[1])
+                                pid = child.pid or 0
+                                self.peaks[pid] = max(self.peaks.get(pid, 0), peak)
+                except OSError:
+                    pass
+
+    def __enter__(self) -> _ChildrenPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _child(url: str, workers: int) -> None:
     flow = wf.Workflow(url)
     flow.get  # noqa: B018 - everything imported and connected before measuring
     before, peak_before = rss_kib(), peak_rss_kib()
+    cpu_before = os.times()
     start = time.perf_counter()
-    report = flow.verify()
+    with _ChildrenPeaks() as children:
+        report = flow.verify(workers=workers)
     seconds = time.perf_counter() - start
+    cpu = os.times()
+    cpu_seconds = sum(
+        getattr(cpu, k) - getattr(cpu_before, k)
+        for k in ("user", "system", "children_user", "children_system")
+    )
     print(
         json.dumps(
             {
                 "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "workers": workers,
                 "records": report.records,
                 "rows": report.rows,
                 "ok": report.ok,
@@ -189,10 +291,13 @@ def _child(url: str) -> None:
                 "rss_before_kib": before,
                 "peak_before_kib": peak_before,
                 "peak_rss_kib": peak_rss_kib(),
+                "workers_peak_rss_kib": sum(children.peaks.values()),
+                "worker_peak_rss_kib": max(children.peaks.values(), default=0),
+                "worker_processes": len(children.peaks),
             }
         )
     )
 
 
 if __name__ == "__main__":
-    _child(sys.argv[1])
+    _child(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 1)

@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,8 @@ class Scale:
     bulk_rounds: int
     sizes: tuple[int, ...]
     verify_sizes: tuple[int, ...]
+    verify_workers: tuple[int, ...]
+    verify_rounds: int
     calls: int
     memory_commands: int
     memory_checkpoints: tuple[int, ...]
@@ -59,6 +61,8 @@ FULL = Scale(
     bulk_rounds=5,
     sizes=(10_000, 100_000, 1_000_000),
     verify_sizes=(100_000, 1_000_000),
+    verify_workers=(1, 2, 4),
+    verify_rounds=3,
     calls=300,
     memory_commands=100_000,
     memory_checkpoints=(1_000, 10_000, 50_000, 100_000),
@@ -71,6 +75,8 @@ QUICK = Scale(
     bulk_rounds=5,
     sizes=(10_000, 50_000),
     verify_sizes=(50_000,),
+    verify_workers=(1, 2),
+    verify_rounds=2,
     calls=50,
     memory_commands=20_000,
     memory_checkpoints=(1_000, 10_000, 20_000),
@@ -211,6 +217,8 @@ def run_variant(variant: str, phases: list[str], scale: Scale, out: Path, keep: 
                         sizes=scale.sizes,
                         verify_sizes=scale.verify_sizes,
                         calls=scale.calls,
+                        verify_workers=scale.verify_workers,
+                        verify_rounds=scale.verify_rounds,
                         log=log,
                     )
                 elif phase == "memory":
@@ -246,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the SQLite files")
+    parser.add_argument(
+        "--verify-sizes", help="comma-separated sizes at which verify() is timed (of the sizes)"
+    )
+    parser.add_argument("--verify-rounds", type=int, help="rounds of each verify() variant")
+    parser.add_argument("--verify-workers", help="comma-separated workers= of verify() to time")
     args = parser.parse_args(argv)
     variants = args.db or [
         v for v in VARIANTS if v != "postgres" or os.environ.get("IDCARD_TEST_DATABASE_URL")
@@ -255,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     scale = QUICK if args.quick else FULL
+    if args.verify_sizes:
+        scale = replace(scale, verify_sizes=tuple(int(n) for n in args.verify_sizes.split(",")))
+    if args.verify_workers:
+        scale = replace(scale, verify_workers=tuple(int(n) for n in args.verify_workers.split(",")))
+    if args.verify_rounds:
+        scale = replace(scale, verify_rounds=args.verify_rounds)
     args.out.mkdir(parents=True, exist_ok=True)
     from .report import show
 
