@@ -182,6 +182,9 @@ def test_a_failing_worker_raises_the_library_error_not_a_traceback(
     assert "no such table" in str(raised.value.__cause__)
     assert isinstance(raised.value.__cause__, DatabaseFailure)
     assert "Traceback" not in str(raised.value) + str(raised.value.__cause__)
+    failed = cli(db_url, "--workers", "2")
+    assert failed.returncode == 3
+    assert "no such table" in failed.stderr and "[storage_error]" in failed.stderr
 
 
 # -- the command line -------------------------------------------------------------------------
