@@ -218,3 +218,16 @@ def test_the_cli_with_workers_exits_0_when_intact_and_1_when_damaged(
     refused = cli(db_url, "--workers", "0")
     assert refused.returncode == 2
     assert "invalid workers" in refused.stderr
+
+
+def test_under_a_chain_key_the_workers_check_the_same_way(
+    office: dict[str, uuid.UUID], db_url: str
+) -> None:
+    # Rows written without the key, checked under one: the same findings from every worker.
+    keyed = wf.Workflow(db_url, chain_key=b"k" * 32)
+    try:
+        one = keyed.verify()
+        assert one.keyed and not one.ok
+        assert keyed.verify(workers=2) == one
+    finally:
+        keyed.close()
