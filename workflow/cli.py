@@ -225,7 +225,11 @@ class Settings:
         """A `Workflow` on the database, which must exist and be at the latest revision."""
         self.require_existing()
         key = None if self.chain_key_file is None else read_chain_key(self.chain_key_file)
-        with wf.Workflow(self.db, chain_key=key) as flow:
+        try:
+            flow = wf.Workflow(self.db, chain_key=key)
+        except wf.SchemaOutOfDate as exc:  # which database is behind, as the others say
+            raise UsageError(f"{self.shown}: {describe(exc)}") from exc
+        with flow:
             yield flow
 
 
@@ -981,6 +985,7 @@ UserError = (
     | DBAPIError
     | sqlite3.Error
     | ArgumentError
+    | OSError
 )
 USER_ERRORS = (
     ValidationError,
@@ -990,14 +995,16 @@ USER_ERRORS = (
     DBAPIError,
     sqlite3.Error,
     ArgumentError,
+    OSError,
 )
 """What the program reports in a few lines instead of a traceback: bad input and the library's
 refusals (exit status 2), and a database or migration that failed (3, see `exit_code`)."""
 DRIVER_ERRORS = (DBAPIError, sqlite3.Error)
 """A database that failed, as SQLAlchemy wraps it or (raised while a connection is prepared,
 e.g. a file that is not a SQLite database) as the driver raised it."""
-FAILURES = (OperationFailed, *DRIVER_ERRORS, wf.MigrationError, wf.StorageError)
-"""The errors that mean the operation failed (exit status 3), not that the input was wrong."""
+FAILURES = (OperationFailed, *DRIVER_ERRORS, wf.MigrationError, wf.StorageError, OSError)
+"""The errors that mean the operation failed (exit status 3), not that the input was wrong:
+an `OSError` is a file the program could not read or write (a read-only file system)."""
 
 
 def exit_code(exc: UserError) -> ExitCode:
@@ -1029,8 +1036,14 @@ def describe(exc: UserError) -> str:
         cause = _first_line_of(exc.cause) or _first_line(exc.__cause__) or "unknown cause"
         return f"{where} failed: {cause} [{exc.code}]"
     if isinstance(exc, wf.WorkflowError):
+        message = _first_line(exc)
         cause = _first_line(exc.__cause__) if isinstance(exc, wf.StorageError) else ""
-        return f"{_first_line(exc)}{': ' + cause if cause else ''} [{exc.code}]"
+        if cause and cause not in message:
+            message = f"{message}: {cause}"
+        return f"{message} [{exc.code}]"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or _first_line(exc)}"
     if isinstance(exc, DBAPIError):
         return f"the database failed: {_first_line(exc.orig) or _first_line(exc)}"
     if isinstance(exc, sqlite3.Error):

@@ -18,7 +18,13 @@ from alembic.util import CommandError
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from workflow.engine.store import DatabaseFailure, create_engine, require_existing_database
+from workflow.engine.store import (
+    DatabaseFailure,
+    create_engine,
+    describe_failure,
+    refuse_a_directory,
+    require_existing_database,
+)
 from workflow.errors import (
     ConfigurationError,
     MigrationError,
@@ -101,7 +107,9 @@ def _engine(bind: str | URL | Engine, *, create: bool = False) -> Iterator[Engin
                 f"migrations run on a synchronous driver, not {engine.dialect.driver}: use the "
                 "same URL with the synchronous driver (sqlite:///…, postgresql+psycopg://…)"
             )
-        if not create:
+        if create:
+            refuse_a_directory(engine)
+        else:
             require_existing_database(engine)
         yield engine
     finally:
@@ -131,7 +139,7 @@ def _migrate(bind: str | URL | Engine, direction: str, revision: str) -> None:
             raise
         except Exception as exc:  # a revision may raise anything: name it and its cause
             if isinstance(exc, SQLAlchemyError):
-                cause = str(DatabaseFailure.of(exc))
+                cause = describe_failure(engine.url, exc)
             else:
                 cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             applied = list(config.attributes.get("idcard_applied", []))
@@ -183,7 +191,8 @@ def current_revision(bind: str | URL | Engine) -> str | None:
                 return _current(conn)
         except SQLAlchemyError as exc:
             failure = DatabaseFailure.of(exc)
-            raise StorageError(f"cannot read the schema revision: {failure}") from failure
+            cause = describe_failure(engine.url, exc)
+            raise StorageError(f"cannot read the schema revision: {cause}") from failure
 
 
 def current_revision_on(conn: Connection) -> str | None:

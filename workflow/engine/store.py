@@ -5,6 +5,7 @@ Generic: nothing here knows any particular table or machine.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,10 +108,82 @@ def sqlite_file(url: URL) -> Path | None:
 
 def require_existing_database(engine: Engine) -> None:
     """Raise `NoDatabase` for a SQLite engine whose file does not exist, before any connection
-    could create an empty one."""
+    could create an empty one, and `ConfigurationError` for one that names a directory."""
     path = sqlite_file(engine.url)
     if path is not None and not path.exists():
         raise NoDatabase(str(path))
+    refuse_a_directory(engine)
+
+
+def refuse_a_directory(engine: Engine) -> None:
+    """Raise `ConfigurationError` for a SQLite engine whose file is a directory."""
+    path = sqlite_file(engine.url)
+    if path is not None and path.is_dir():
+        raise ConfigurationError(
+            f"the SQLite database {path} is a directory, not a file; "
+            "name a file (sqlite:///folder/name.db)"
+        )
+
+
+def sqlite_trouble(url: URL, exc: BaseException) -> str | None:
+    """What is wrong with the file of a SQLite database, in words naming it, for a driver
+    error that says the file could not be used; None for other errors and databases."""
+    path = sqlite_file(url)
+    if path is None:
+        return None
+    cause = getattr(exc, "orig", None) or exc
+    said = _first_line_of(str(cause))
+    text = said.lower()
+    if "database is locked" in text:
+        return None  # busy, not broken: ConcurrentUpdate
+    subject = f"the SQLite database {path}"
+    if path.is_dir():
+        subject, what = f"{path}", "is a directory, not a database file"
+    elif "file is not a database" in text:
+        subject = f"the file {path}"
+        what = "is not a SQLite database (a file of another kind, or a damaged one)"
+    elif "readonly" in text or "read-only" in text:
+        what = (
+            "is read-only (opened read-only, or the file, its folder or its file system can't "
+            "be written), and this command writes to it"
+        )
+    elif "unable to open" in text:
+        what = _why_not_opened(path)
+    elif "malformed" in text:
+        what = "is damaged (its pages are malformed)"
+    elif "disk i/o error" in text:
+        what = "could not be read or written (disk I/O error)"
+    elif "disk is full" in text:
+        what = "can't grow: the disk is full"
+    else:
+        return None
+    return f"{subject} {what} ({type(cause).__name__}: {said})"
+
+
+def _why_not_opened(path: Path) -> str:
+    folder = path.parent
+    if not folder.is_dir():
+        return f"can't be opened: its folder {folder} does not exist"
+    if path.exists() and not os.access(path, os.R_OK):
+        return "can't be opened: permission denied"
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return (
+            "can't be opened: the file or its folder is read-only (or on a read-only file "
+            "system), and SQLite needs to write the database's -wal and -shm files beside it "
+            "(open it with a sqlite:///file:PATH?mode=ro&uri=true URL to read it there)"
+        )
+    return "can't be opened"
+
+
+def describe_failure(url: URL, exc: SQLAlchemyError) -> str:
+    """A database error in one line without its parameters, naming the SQLite file and what
+    is wrong with it where the file is the trouble."""
+    return sqlite_trouble(url, exc) or str(DatabaseFailure.of(exc))
+
+
+def _first_line_of(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0].strip()[:300] if lines else ""
 
 
 def _raw(connection: Connection) -> Any:
@@ -283,7 +356,9 @@ class Store:
                 with conn.begin():
                     yield conn
         except DBAPIError as exc:
-            raise _translate(exc, conflicts or {}, self.dialect) from DatabaseFailure.of(exc)
+            raise _translate(
+                exc, conflicts or {}, self.dialect, self.engine.url
+            ) from DatabaseFailure.of(exc)
         except SQLAlchemyError as exc:
             failure = DatabaseFailure.of(exc)
             raise StorageError(f"database error: {failure}") from failure
@@ -394,7 +469,9 @@ class DatabaseFailure(Exception):
         return failure
 
 
-def _translate(exc: DBAPIError, conflicts: ConflictMap, dialect: str = "") -> Exception:
+def _translate(
+    exc: DBAPIError, conflicts: ConflictMap, dialect: str = "", url: URL | None = None
+) -> Exception:
     message = str(exc.orig)
     if isinstance(exc, IntegrityError):
         for needle, make in conflicts.items():
@@ -402,13 +479,18 @@ def _translate(exc: DBAPIError, conflicts: ConflictMap, dialect: str = "") -> Ex
                 return make()
     sqlstate = getattr(exc.orig, "sqlstate", None)
     if sqlstate in _RETRYABLE_SQLSTATES or "database is locked" in message:
-        return ConcurrentUpdate("the database stayed busy or detected a conflict; retry")
+        return ConcurrentUpdate(
+            "the database stayed busy, a lock was held too long or a conflict was detected; retry"
+        )
     if _connection_lost(exc, sqlstate, dialect):
         return ConnectionLost(
             f"lost the connection to the database, or reached no writable server "
             f"({DatabaseFailure.of(exc)}); the command may have taken effect: retry it with "
             "the same request_id"
         )
+    trouble = None if url is None else sqlite_trouble(url, exc)
+    if trouble is not None:
+        return StorageError(trouble)
     return StorageError(f"database error: {DatabaseFailure.of(exc)}")
 
 
