@@ -38,6 +38,12 @@ Bind = str | URL | Engine | Session | scoped_session[Session]
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite command waits for another writer before it gives up."""
 
+POSTGRES_LOCK_TIMEOUT_MS = 30_000
+"""How long a PostgreSQL command of the library waits for a row or advisory lock another
+transaction holds before it gives up with `ConcurrentUpdate` (``lock_timeout``), where the
+session has no lock timeout of its own. Read when a connection is set up (the library's own
+engines) or a transaction begins (an engine the host made)."""
+
 # SQLSTATEs on which PostgreSQL asks the client to retry the transaction.
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 
@@ -74,6 +80,8 @@ def create_engine(url: str | URL, **kwargs: Any) -> Engine:
         raise ConfigurationError(f"cannot open database URL: {exc}") from exc
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
+    elif engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _postgres_connect)
     return engine
 
 
@@ -87,9 +95,44 @@ def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
         cursor.close()
 
 
+def _postgres_settings(*, local: bool) -> str:
+    """One statement that gives the session (or, ``local``, the transaction) a lock timeout
+    where it has none, and ``synchronous_commit = on`` where it is ``off`` (the stronger
+    ``local``, ``remote_write`` and ``remote_apply`` are left as they are). Settings the
+    server, the database or the role give are read, not overridden, except for those two."""
+    scope = "true" if local else "false"
+    timeout = f"{int(POSTGRES_LOCK_TIMEOUT_MS)}ms"
+    return (
+        "SELECT CASE WHEN current_setting('lock_timeout') = '0' "
+        f"THEN set_config('lock_timeout', '{timeout}', {scope}) END, "
+        "CASE WHEN current_setting('synchronous_commit') = 'off' "
+        f"THEN set_config('synchronous_commit', 'on', {scope}) END"
+    )
+
+
+SYNCHRONOUS_COMMIT_ON = (
+    "SELECT CASE WHEN current_setting('synchronous_commit') = 'off' "
+    "THEN set_config('synchronous_commit', 'on', true) END"
+)
+"""Raises ``synchronous_commit`` to ``on`` for the rest of the transaction where it is off."""
+
+
+def _postgres_connect(dbapi_connection: Any, record: Any) -> None:
+    # Once per connection, so the library's commands pay nothing for it. Committed, or the
+    # settings would go with the transaction the statement began.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(_postgres_settings(local=False))
+    finally:
+        cursor.close()
+    dbapi_connection.commit()
+
+
 def is_library_engine(engine: Engine) -> bool:
-    """Whether `create_engine` made this engine (its SQLite connections are set up already)."""
-    return event.contains(engine, "connect", _sqlite_connect)
+    """Whether `create_engine` made this engine (its connections are set up already)."""
+    return event.contains(engine, "connect", _sqlite_connect) or event.contains(
+        engine, "connect", _postgres_connect
+    )
 
 
 def sqlite_file(url: URL) -> Path | None:
@@ -303,6 +346,8 @@ class Store:
         except ConfigurationError:
             self.close()
             raise
+        # Whether the engine's connections carry the library's settings already.
+        self._set_up = is_library_engine(self.engine)
 
     @property
     def session(self) -> Session | None:
@@ -354,6 +399,10 @@ class Store:
                     # puts the engine's level back when it is returned).
                     conn.execution_options(isolation_level="READ COMMITTED")
                 with conn.begin():
+                    if write and self.dialect == "postgresql" and not self._set_up:
+                        # The library's settings for this transaction only (a host's engine
+                        # keeps its own): one round trip; the library's engines need none.
+                        conn.exec_driver_sql(_postgres_settings(local=True))
                     yield conn
         except DBAPIError as exc:
             raise _translate(
@@ -382,6 +431,11 @@ class Store:
             # Only the wait for the lock is the library's: busy_timeout is put back at once.
             with _sqlite_settings(conn, ("busy_timeout",)):
                 _lock_for_writing(conn, self.lock_table)
+        elif self.dialect == "postgresql":
+            # The host's transaction now carries the library's writes: its commit must reach
+            # the disk. Raised for that transaction only, outside the savepoint so a refused
+            # command does not take it back; the host's lock timeout stays the host's.
+            conn.exec_driver_sql(SYNCHRONOUS_COMMIT_ON)
         with session.begin_nested():
             yield conn
 
