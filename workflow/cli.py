@@ -41,7 +41,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 import workflow as wf
 from workflow import demo as demo_module
-from workflow import diagrams
+from workflow import diagrams, grants
 from workflow.audit.command import report as report_command
 from workflow.audit.files import (
     read_chain_key,
@@ -487,6 +487,63 @@ def current(ctx: typer.Context, as_json: JsonOption = False) -> None:
     typer.echo(f"head:    {head}")
     if not revisions.up_to_date:
         typer.echo(f"the database is behind; run '{PROG} db upgrade'")
+
+
+def _pg_name(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            grants.quote(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+def _role_name(value: str | None) -> str | None:
+    if value is not None and value.lower() == "public":
+        raise typer.BadParameter("PUBLIC is every role, not one: name a role of its own")
+    return _pg_name(value)
+
+
+@db_app.command("grants", epilog=EPILOG)
+def grants_command(
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            metavar="ROLE",
+            callback=_role_name,
+            help="The application's role: reads and writes what the library's commands need.",
+        ),
+    ],
+    schema: Annotated[
+        str,
+        typer.Option("--schema", metavar="SCHEMA", callback=_pg_name, help="The tables' schema."),
+    ] = "public",
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database",
+            metavar="NAME",
+            callback=_pg_name,
+            show_default=False,
+            help="The database whose temporary tables are taken away (default: the one the "
+            "script runs in).",
+        ),
+    ] = None,
+    auditor: Annotated[
+        str | None,
+        typer.Option(
+            "--auditor",
+            metavar="ROLE",
+            callback=_role_name,
+            show_default=False,
+            help="An auditor's role, given SELECT on the library's tables and nothing else.",
+        ),
+    ] = None,
+) -> None:
+    """Print the PostgreSQL grants for the application's role (and an auditor's), to run as
+    the tables' owner after every upgrade (e.g. piped into psql). Reads no database."""
+    sys.stdout.write(grants.grants_sql(role, schema=schema, database=database, auditor=auditor))
 
 
 @contextmanager
