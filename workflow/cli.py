@@ -88,7 +88,7 @@ EPILOG = (
     "application or revision, a database file that is missing or not at the latest revision "
     f"(run '{PROG} db upgrade'), Graphviz missing, a demo over a database it did not create "
     "(without --force), a downgrade not confirmed (without --yes); 3 the operation failed: the "
-    "database can't be reached or read, or a migration failed. The message goes to stderr."
+    "database can't be reached, read or written, or a migration failed. The message goes to stderr."
     "\n\n"
     f"Database: --db URL, else the environment variable {DB_VARIABLE}, else {DEFAULT_DB_URL} "
     "(the demo's file, relative to the current directory).\n\n"

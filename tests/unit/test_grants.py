@@ -74,3 +74,23 @@ def test_a_role_name_can_not_break_out_of_the_do_block() -> None:
         grants.grants_sql("a$grants$b")
     script = grants.grants_sql("o'brien%s")
     assert "FROM PUBLIC, \"o''brien%%s\"'" in script
+
+
+def test_the_security_guide_shows_what_the_command_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import shlex
+    from pathlib import Path
+
+    from workflow import cli
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    lines = [line.strip() for line in guide.splitlines()]
+    (at,) = [i for i, line in enumerate(lines) if line.startswith("$ idcard-workflow db grants")]
+    argv = shlex.split(lines[at].removeprefix("$ idcard-workflow "))
+    start = lines.index("```sql", at) + 1
+    shown = "\n".join(lines[start : lines.index("```", start)]) + "\n"
+
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert shown == "\n".join(line.strip() for line in printed.splitlines()) + "\n"
