@@ -202,7 +202,7 @@ def test_every_command_works_as_the_application_role(deployment: Deployment) -> 
 
         # A loss report, withdrawn when the card turns up and is handed back.
         lost = citizen_id(5)
-        report = flow.report_loss(lost, actor=clerk())
+        report = flow.report_loss(lost, actor=clerk(), identity_checked=True)
         card = flow.register_found_card(lost, actor=clerk())
         returned = flow.return_found_card(card.id, actor=clerk(), identity_checked=True)
         assert flow.get_loss_report(report.id).state == "withdrawn"

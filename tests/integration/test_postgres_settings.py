@@ -122,9 +122,12 @@ def test_a_command_gives_up_on_a_held_citizen_lock(
                 {"value": "idcard:" + citizen},
             )
             with pytest.raises(wf.ConcurrentUpdate):
-                bound.flow.report_loss(citizen, actor=clerk())
+                bound.flow.report_loss(citizen, actor=clerk(), identity_checked=True)
             conn.rollback()
-        assert bound.flow.report_loss(citizen, actor=clerk()).state == "reported"
+        assert (
+            bound.flow.report_loss(citizen, actor=clerk(), identity_checked=True).state
+            == "reported"
+        )
     finally:
         holder.dispose()
 

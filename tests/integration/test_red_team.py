@@ -862,12 +862,6 @@ def test_temp_tables_shadow_nothing_the_triggers_read(
 
 
 @on_postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE (issue item 9, still open): the app role sets synchronous_commit=off for its "
-    "own later sessions (ALTER ROLE ... SET), and the library's commands then commit without "
-    "waiting for the WAL flush; it never checks or sets the setting",
-)
 def test_the_app_role_can_not_switch_durable_commits_off(
     app_engine: sa.Engine, clock: Clock
 ) -> None:
@@ -879,7 +873,10 @@ def test_the_app_role_can_not_switch_durable_commits_off(
 
     @sa.event.listens_for(app_engine, "commit")
     def _setting(conn: Any) -> None:
-        seen.append(conn.exec_driver_sql("SHOW synchronous_commit").scalar())
+        # Transactions that wrote (a read-only one has no transaction id and flushes nothing).
+        wrote = conn.exec_driver_sql("SELECT pg_current_xact_id_if_assigned()").scalar()
+        if wrote is not None:
+            seen.append(conn.exec_driver_sql("SHOW synchronous_commit").scalar())
 
     with wf.Workflow(app_engine, clock=clock) as flow:
         flow.submit(form(n=44), actor=clerk())
