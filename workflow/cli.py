@@ -44,6 +44,7 @@ from workflow import demo as demo_module
 from workflow import diagrams, grants
 from workflow.audit.command import report as report_command
 from workflow.audit.files import (
+    PublicKeyOption,
     read_chain_key,
     read_checkpoint,
     read_private_key,
@@ -690,14 +691,7 @@ def verify(
             "after it.",
         ),
     ] = None,
-    public_key: Annotated[
-        Path | None,
-        typer.Option(
-            "--public-key",
-            metavar="FILE",
-            help="With --since: the auditor's Ed25519 public key (PEM) the signature must match.",
-        ),
-    ] = None,
+    public_key: PublicKeyOption = None,
     workers: Annotated[
         int | None,
         typer.Option(

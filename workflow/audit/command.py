@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from workflow.audit.files import read_checkpoint, read_public_key
+from workflow.audit.files import PublicKeyOption, read_checkpoint, read_public_key
 from workflow.audit.page import render
 from workflow.audit.report import build_report
 
@@ -46,14 +46,7 @@ def report(
             help="Verify against this checkpoint file (verify --since) and show the comparison.",
         ),
     ] = None,
-    public_key: Annotated[
-        Path | None,
-        typer.Option(
-            "--public-key",
-            metavar="FILE",
-            help="With --since: the auditor's Ed25519 public key (PEM) the signature must match.",
-        ),
-    ] = None,
+    public_key: PublicKeyOption = None,
     as_of: Annotated[
         str | None,
         typer.Option(

@@ -8,10 +8,22 @@ which the command line reports the same way.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from workflow.engine.chain import MIN_KEY_BYTES
 from workflow.engine.checkpoint import Checkpoint, load
+
+PublicKeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--public-key",
+        metavar="FILE",
+        help="With --since: the auditor's Ed25519 public key (PEM) the signature must match.",
+    ),
+]
+"""The command line's ``--public-key`` option, for every command that reads a checkpoint."""
 
 
 def _usage(message: str) -> Exception:
