@@ -265,11 +265,15 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Markdown, so the command list reflows each help's first paragraph (in "rich" mode it keeps
+    # the docstring's line breaks, which break the list's columns).
+    rich_markup_mode="markdown",
 )
 db_app = typer.Typer(
     help="Migrate the database and show its revision.",
     epilog=EPILOG,
     no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 app.add_typer(db_app, name="db")
 

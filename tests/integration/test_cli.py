@@ -449,3 +449,18 @@ def test_time_stamps_in_json_are_aware_utc(cli: Cli, office: Office) -> None:
     stamps = [datetime.fromisoformat(r["at"]) for r in json.loads(result.stdout)]
     assert stamps
     assert all(s.utcoffset() == timedelta(0) for s in stamps)
+
+
+def test_the_command_list_gives_each_summary_as_one_unbroken_sentence(bare_cli: Cli) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "workflow", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = {line.strip(" │").split("  ")[0]: line for line in result.stdout.splitlines()}
+    # Each summary spans several lines of its docstring: the list joins them into one.
+    assert "with the three processes, the verification result" in lines["report"]
+    assert "with --since, that nothing a checkpoint covers" in lines["verify"]
