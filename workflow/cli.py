@@ -52,6 +52,7 @@ from workflow.audit.files import (
 )
 from workflow.engine.checkpoint import Comparison
 from workflow.engine.definition import Definition
+from workflow.errors import NO_REVISION
 from workflow.machines import REGISTRY
 from workflow.models.citizen_id import mask_citizen_id
 
@@ -444,7 +445,7 @@ def downgrade(
     with _alembic_errors(settings):
         wf.downgrade(settings.db, revision)
         after = wf.current_revision(settings.db)
-    typer.echo(f"{settings.shown} is at revision {after or 'none (empty)'}")
+    typer.echo(f"{settings.shown} is at revision {after or NO_REVISION}")
 
 
 def _confirm_downgrade(settings: Settings, before: str | None, revision: str) -> None:
@@ -460,7 +461,7 @@ def _confirm_downgrade(settings: Settings, before: str | None, revision: str) ->
     if sys.stdin is None or sys.stdin.closed:
         refuse("no terminal to confirm on")
     sys.stderr.write(
-        f"Downgrade {settings.shown} from revision {before or 'none (empty)'} to {revision}? "
+        f"Downgrade {settings.shown} from revision {before or NO_REVISION} to {revision}? "
         "What the later revisions made is dropped, with its data. [y/N]: "
     )
     sys.stderr.flush()
@@ -488,7 +489,7 @@ def current(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if as_json:
         emit_json(revisions.model_dump(mode="json"))
         return
-    typer.echo(f"current: {now or 'none (empty)'}")
+    typer.echo(f"current: {now or NO_REVISION}")
     typer.echo(f"head:    {head}")
     if not revisions.up_to_date:
         typer.echo(f"the database is behind; run '{PROG} db upgrade'")
@@ -1083,7 +1084,7 @@ def describe(exc: UserError) -> str:
         return "\n".join(lines)
     if isinstance(exc, wf.SchemaOutOfDate):
         return (
-            f"the database is at revision {exc.current or 'none (empty)'}, this version needs "
+            f"the database is at revision {exc.current or NO_REVISION}, this version needs "
             f"{exc.head}; run '{PROG} db upgrade' [{exc.code}]"
         )
     if isinstance(exc, wf.MigrationError):

@@ -108,6 +108,11 @@ class IdempotencyConflict(WorkflowError):
         )
 
 
+NO_REVISION = "none (the library's tables are not installed)"
+"""How a database without the library's revision is named: empty, or holding only other
+programs' tables."""
+
+
 class SchemaOutOfDate(WorkflowError):
     """The database is not at the revision this version of the library needs."""
 
@@ -117,7 +122,7 @@ class SchemaOutOfDate(WorkflowError):
         self.current = current
         self.head = head
         super().__init__(
-            f"the database is at revision {current or 'none (empty)'}, this library needs {head}; "
+            f"the database is at revision {current or NO_REVISION}, this library needs {head}; "
             "run workflow.upgrade(<url or engine>) (or `idcard-workflow db upgrade`, or your "
             "Alembic pointed at the workflow.migrations package) first"
         )

@@ -424,7 +424,7 @@ def test_an_unmigrated_database_is_refused_with_exit_2(bare_cli: Cli, tmp_path: 
     result = bare_cli("history", str(uuid.UUID(int=1)), db=url)
 
     assert result.returncode == 2
-    assert "none (empty)" in result.stderr
+    assert "none (the library's tables are not installed)" in result.stderr
     assert "idcard-workflow db upgrade" in result.stderr
 
 

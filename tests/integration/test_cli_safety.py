@@ -305,7 +305,7 @@ def test_downgrade_asks_naming_the_database_and_the_revision(tmp_path: Path) -> 
     assert f"Downgrade sqlite:///{path} from revision {head} to base?" in prompt
     assert "[y/N]" in prompt
     assert result.error_lines == []
-    assert "is at revision none (empty)" in result.stdout
+    assert "is at revision none (the library's tables are not installed)" in result.stdout
     assert wf.current_revision(f"sqlite:///{path}") is None
 
 
