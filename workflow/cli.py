@@ -45,10 +45,10 @@ from workflow import diagrams, grants
 from workflow.audit.command import report as report_command
 from workflow.audit.files import (
     PublicKeyOption,
+    SinceOption,
     read_chain_key,
-    read_checkpoint,
     read_private_key,
-    read_public_key,
+    read_since,
 )
 from workflow.engine.checkpoint import Comparison
 from workflow.engine.definition import Definition
@@ -687,15 +687,7 @@ def verify(
     app_id: Annotated[
         uuid.UUID | None, typer.Argument(help="Check only this application (default: all).")
     ] = None,
-    since: Annotated[
-        Path | None,
-        typer.Option(
-            "--since",
-            metavar="CHECKPOINT",
-            help="Prove the history extends this checkpoint file, and replay only what changed "
-            "after it.",
-        ),
-    ] = None,
+    since: SinceOption = None,
     public_key: PublicKeyOption = None,
     workers: Annotated[
         int | None,
@@ -718,10 +710,7 @@ def verify(
     """
     if since is not None and app_id is not None:
         _fail("--since: verifies the whole history against a checkpoint; give no record id")
-    if public_key is not None and since is None:
-        _fail("--public-key: checks a checkpoint's signature; give --since too")
-    checkpoint = None if since is None else read_checkpoint(since)
-    key = None if public_key is None else read_public_key(public_key)
+    checkpoint, key = read_since(since, public_key)
     with _settings(ctx).workflow() as flow:
         if checkpoint is not None:
             processes = 1 if workers is None else workers  # validated; --since runs in one

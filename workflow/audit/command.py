@@ -17,7 +17,11 @@ from typing import Annotated
 
 import typer
 
-from workflow.audit.files import PublicKeyOption, read_checkpoint, read_public_key
+from workflow.audit.files import (
+    PublicKeyOption,
+    SinceOption,
+    read_since,
+)
 from workflow.audit.page import render
 from workflow.audit.report import build_report
 
@@ -38,14 +42,7 @@ def report(
             help="Add this record's path on its diagram and its history (any machine).",
         ),
     ] = None,
-    since: Annotated[
-        Path | None,
-        typer.Option(
-            "--since",
-            metavar="CHECKPOINT",
-            help="Verify against this checkpoint file (verify --since) and show the comparison.",
-        ),
-    ] = None,
+    since: SinceOption = None,
     public_key: PublicKeyOption = None,
     as_of: Annotated[
         str | None,
@@ -65,10 +62,7 @@ def report(
 
     moment = cli._parse_as_of(as_of)
     settings = cli._settings(ctx)
-    checkpoint = None if since is None else read_checkpoint(since)
-    if public_key is not None and checkpoint is None:
-        raise cli.UsageError("--public-key: checks a checkpoint's signature; give --since too")
-    key = None if public_key is None else read_public_key(public_key)
+    checkpoint, key = read_since(since, public_key)
     settings.require_existing()
     audit = build_report(
         settings.db, record_id=record, as_of=moment, since=checkpoint, public_key=key

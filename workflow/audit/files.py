@@ -25,6 +25,18 @@ PublicKeyOption = Annotated[
 ]
 """The command line's ``--public-key`` option, for every command that reads a checkpoint."""
 
+SinceOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--since",
+        metavar="CHECKPOINT",
+        help="Prove the history extends this checkpoint file (nothing it covers changed, "
+        "removed or added), and replay only what changed after it.",
+    ),
+]
+"""The command line's ``--since`` option, for every command that verifies against a
+checkpoint."""
+
 
 def _usage(message: str) -> Exception:
     from workflow.cli import UsageError
@@ -67,6 +79,15 @@ def read_public_key(path: Path, option: str = "--public-key") -> Any:
     if not isinstance(key, Ed25519PublicKey):
         raise _usage(f"{option}: {path} is not an Ed25519 public key")
     return key
+
+
+def read_since(since: Path | None, public_key: Path | None) -> tuple[Checkpoint | None, Any]:
+    """The checkpoint ``--since`` names and the key ``--public-key`` names (each None when
+    not given); a public key without a checkpoint is a usage error."""
+    if public_key is not None and since is None:
+        raise _usage("--public-key: checks a checkpoint's signature; give --since too")
+    checkpoint = None if since is None else read_checkpoint(since)
+    return checkpoint, None if public_key is None else read_public_key(public_key)
 
 
 def read_private_key(path: Path, option: str = "--key") -> Any:
