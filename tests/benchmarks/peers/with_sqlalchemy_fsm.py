@@ -7,6 +7,12 @@ that does not hold raises `PreconditionError`. The transition method carries the
 as the README puts it: it appends the history row to the row's session and, for transmit,
 starts the review clock. One ``Session.begin()`` per transition commits them with the UPDATE
 (with SQLAlchemy's version check).
+
+sqlalchemy-fsm 2.2.0 must be imported before any class is mapped (here: before the library's
+tables, which the project's own modules map): otherwise every ``set()`` fails with
+``AttributeError: before_state_change``, its event missing from SQLAlchemy's instance events.
+This module's imports put ``sqlalchemy_fsm`` first, and its process imports nothing before them
+(`tests.benchmarks.peers.worker`).
 """
 
 from __future__ import annotations
