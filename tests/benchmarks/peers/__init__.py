@@ -15,8 +15,9 @@ Each peer is written as its own documentation shows, keeps its own tables in a d
 own (a SQLite file beside the library's, or a database on the same PostgreSQL server) and
 checks, before the rounds, that it refuses a wrong role, a wrong unit and a wrong state without
 writing anything. Every round prepares fresh applications for every variant (untimed), then
-runs the variants one after the other, starting one place later each round. A round's ratio is
-the variant's time divided by the library's (or the floor's) in that same round. Afterwards the
+runs each event's sweep variant after variant, each sweep starting one variant later than the
+one before; a variant's round time is the sum of its four sweeps. A round's ratio is the
+variant's time divided by the library's (or the floor's) in that same round. Afterwards the
 library's database is verified (the library's and the floor's histories), and every peer's
 applications must all be ``ready`` with one history row per transition.
 

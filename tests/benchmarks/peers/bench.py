@@ -130,19 +130,29 @@ def bench_peers(
                 workers[name] = Worker(name, VARIANTS[name], *where)
             described = {name: w.call("describe") for name, w in workers.items()}
             checks = {name: w.call("check") for name, w in workers.items()}
+            sweeps = 0
             for number in range(warmup + rounds):
                 for worker in workers.values():
                     worker.call("prepare", apps_per_round)
-                shift = number % len(names)
-                order = names[shift:] + names[:shift]
-                seconds: dict[str, float] = {}
-                for name in order:
-                    done, seconds[name] = workers[name].call("run")
-                    if done != per_round:
-                        raise RuntimeError(f"{name} ran {done} transitions, not {per_round}")
+                seconds = dict.fromkeys(names, 0.0)
+                cpu = dict.fromkeys(names, 0.0)
+                orders = []
+                for event in PATH:
+                    # Each sweep starts one variant later than the one before, so that every
+                    # variant meets the machine's quieter and busier moments alike.
+                    shift = sweeps % len(names)
+                    sweeps += 1
+                    order = names[shift:] + names[:shift]
+                    orders.append(order)
+                    for name in order:
+                        done, wall, used = workers[name].call("run", event)
+                        if done != apps_per_round:
+                            raise RuntimeError(f"{name} ran {done} {event}s, not {apps_per_round}")
+                        seconds[name] += wall
+                        cpu[name] += used
                 if number < warmup:
                     continue
-                recorded.append({"order": order, "seconds": seconds})
+                recorded.append({"orders": orders, "seconds": seconds, "cpu_seconds": cpu})
                 log(
                     f"  round {len(recorded)}/{rounds}: "
                     + ", ".join(f"{n} {per_round / seconds[n]:,.0f}/s" for n in names)
@@ -167,6 +177,7 @@ def bench_peers(
             "checks": checks[name],
             "finished": finished[name],
             "tps": summary([per_round / t for t in times]),
+            "cpu_us": summary([1e6 * r["cpu_seconds"][name] / per_round for r in recorded]),
             "vs_library": summary([r["seconds"][name] / r["seconds"]["library"] for r in recorded]),
             "vs_floor": summary([r["seconds"][name] / r["seconds"]["floor"] for r in recorded]),
         }

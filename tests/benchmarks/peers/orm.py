@@ -92,17 +92,27 @@ def engine(url: str) -> sa.Engine:
 
 
 class OrmPeer(Peer):
-    """A peer on SQLAlchemy's ORM: ``Application`` and ``History`` mapped on ``base``."""
+    """A peer on SQLAlchemy's ORM, with its own ``Application`` and ``History`` classes."""
 
     application: Any
     history: Any
     salt = 2
 
-    def __init__(self, url: str, base: Any) -> None:
+    def __init__(self, url: str) -> None:
         super().__init__()
         self.engine = engine(url)
-        base.metadata.create_all(self.engine)
+        self.application.metadata.create_all(self.engine)
         self.sessions = sessionmaker(self.engine)
+
+    def fire(self, event: str, app_id: Any, who: Any) -> None:
+        # SQLAlchemy's unit of work: one session and one transaction per transition; the
+        # commit flushes the state change (with the version check) and the history row.
+        with self.sessions.begin() as session:
+            self.move(session.get_one(self.application, app_id), event, who)
+
+    def move(self, application: Any, event: str, who: Any) -> None:
+        """Fire ``event`` on the loaded ``application`` the framework's way."""
+        raise NotImplementedError
 
     def create(self, count: int) -> list[Any]:
         rows = [

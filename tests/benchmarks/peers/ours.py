@@ -33,8 +33,8 @@ class Library(Variant):
     def prepare(self, count: int) -> None:
         self.apps = self.source.fresh(count)
 
-    def run(self) -> int:
-        return run_library(self.flow, self.apps, PATH)
+    def run(self, event: str) -> int:
+        return run_library(self.flow, self.apps, [event])
 
     def finish(self) -> dict[str, Any]:
         # The whole database: the floor's histories too, so the floor wrote what the library
@@ -60,10 +60,11 @@ class Driver(Variant):
         self.source.next = FLOOR_NUMBERS
 
     def prepare(self, count: int) -> None:
-        self.plans = self.floor.plan(self.source.fresh(count), PATH)
+        plans = self.floor.plan(self.source.fresh(count), PATH)
+        self.plans = dict(zip(PATH, plans, strict=True))
 
-    def run(self) -> int:
-        return self.floor.run(self.plans)
+    def run(self, event: str) -> int:
+        return self.floor.run([self.plans[event]])
 
     def close(self) -> None:
         self.source.close()

@@ -94,10 +94,5 @@ class SqlalchemyFsm(OrmPeer):
     application = Application
     history = History
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url, Base)
-
-    def fire(self, event: str, app_id: Any, who: Any) -> None:
-        with self.sessions.begin() as session:
-            application = session.get_one(Application, app_id)
-            getattr(application, event).set(who)
+    def move(self, application: Any, event: str, who: Any) -> None:
+        getattr(application, event).set(who)

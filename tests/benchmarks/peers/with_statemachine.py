@@ -83,11 +83,6 @@ class StatemachineOrm(OrmPeer):
     application = Application
     history = History
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url, Base)
-
-    def fire(self, event: str, app_id: Any, who: Any) -> None:
-        with self.sessions.begin() as session:
-            application = session.get_one(Application, app_id)
-            machine = ApplicationMachine(application, state_field="state")
-            machine.send(event, officer=who)
+    def move(self, application: Any, event: str, who: Any) -> None:
+        machine = ApplicationMachine(application, state_field="state")
+        machine.send(event, officer=who)

@@ -110,15 +110,10 @@ class Transitions(OrmPeer):
     application = Application
     history = History
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url, Base)
-
-    def fire(self, event: str, app_id: Any, who: Any) -> None:
-        with self.sessions.begin() as session:
-            application = session.get_one(Application, app_id)
-            MACHINE.add_model(application, initial=application.state)
-            try:
-                if not application.trigger(event, officer=who):
-                    raise Refused(f"{event}: {WHO[event]} does not hold")
-            finally:
-                MACHINE.remove_model(application)
+    def move(self, application: Any, event: str, who: Any) -> None:
+        MACHINE.add_model(application, initial=application.state)
+        try:
+            if not application.trigger(event, officer=who):
+                raise Refused(f"{event}: {WHO[event]} does not hold")
+        finally:
+            MACHINE.remove_model(application)

@@ -33,9 +33,9 @@ def serve(commands: Connection, answers: Connection) -> None:
                 module, name = spec.split(":")
                 variant = getattr(importlib.import_module(module), name)(*args)
             if command == "run":
-                start = time.perf_counter()
-                done = variant.run()
-                result: Any = (done, time.perf_counter() - start)
+                wall, cpu = time.perf_counter(), time.process_time()
+                done = variant.run(*params)
+                result: Any = (done, time.perf_counter() - wall, time.process_time() - cpu)
             else:
                 result = getattr(variant, command)(*params)
         except Exception:
