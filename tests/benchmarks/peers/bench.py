@@ -6,6 +6,7 @@ See `tests.benchmarks.peers` for the method.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -29,6 +30,19 @@ VARIANTS: dict[str, str] = {
 }
 OURS = ("library", "floor")
 """The variants on the library's own database; every other one has a database of its own."""
+MODULES = ("django", "django_fsm", "django_fsm_log", "transitions", "sqlalchemy_fsm")
+"""What the peers import beyond the library's own dependencies."""
+
+
+def require_peers() -> None:
+    """Stop with the command to run if the peers' packages are not installed here."""
+    missing = [name for name in MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(
+            f"the peers phase needs {', '.join(missing)}, which this Python does not have: run "
+            "it with `make bench-peers`, which installs them into .venv-bench "
+            "(tests/benchmarks/peers/requirements.txt)"
+        )
 
 
 class Worker:
@@ -117,6 +131,7 @@ def bench_peers(
 ) -> dict[str, Any]:
     """``rounds`` rounds (after ``warmup`` unrecorded ones) of every variant, each round over
     ``apps_per_round`` fresh applications per variant."""
+    require_peers()
     names = list(VARIANTS)
     per_round = apps_per_round * len(PATH)
     loadavg_start = _loadavg()
