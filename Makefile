@@ -56,16 +56,40 @@ diagrams: $(STAMP) graphviz
 	$(PY) -m workflow.diagrams
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(BENCH_VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# The library beside the frameworks a host would pick instead (django-fsm-2 with django-fsm-log,
+# transitions, python-statemachine and sqlalchemy-fsm on ORM models), on the same workload in
+# the same rounds: the peers phase. Their packages (tests/benchmarks/peers/requirements.txt) go
+# into a virtualenv of their own, never into .venv, which `make test` and CI use.
+BENCH_VENV := .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed
+define BENCH_PEERS
+$(BENCH_PY) -m tests.benchmarks.run --db sqlite-ram --db sqlite-disk --only peers $(BENCH_ARGS)
+	.ci/with-postgres $(BENCH_PY) -m tests.benchmarks.run --db postgres --only peers $(BENCH_ARGS)
+endef
 
 # Benchmarks, on demand (docs/performance.md): SQLite on a RAM disk and on disk, then PostgreSQL
 # on a throwaway server; each compares the library with the floor, interleaved. Results, tables
 # and the plot go to var/bench. `make bench BENCH_ARGS=--quick` is a small smoke run.
 .PHONY: bench
 BENCH_ARGS ?=
-bench: $(STAMP)
+bench: $(STAMP) $(BENCH_STAMP)
 	$(PY) -m pip install --quiet matplotlib
 	rm -f var/bench/results-*.json
 	$(PY) -m tests.benchmarks.run --db sqlite-ram --db sqlite-disk $(BENCH_ARGS)
 	.ci/with-postgres $(PY) -m tests.benchmarks.run --db postgres $(BENCH_ARGS)
+	$(BENCH_PEERS)
+	$(PY) -m tests.benchmarks.report var/bench
+
+$(BENCH_STAMP): pyproject.toml tests/benchmarks/peers/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install --quiet --upgrade pip
+	$(BENCH_PY) -m pip install --quiet -e '.[postgres]' -r tests/benchmarks/peers/requirements.txt
+	touch $(BENCH_STAMP)
+
+.PHONY: bench-peers
+bench-peers: $(STAMP) $(BENCH_STAMP)
+	$(BENCH_PEERS)
 	$(PY) -m tests.benchmarks.report var/bench

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .common import LABELS, VARIANTS
+from .peers.report import tables as peer_tables
 
 SINGLE_TARGET = {"sqlite-ram": 3.0, "sqlite-disk": 1.5, "postgres": 1.5}
 BULK_TARGET = 40_000
@@ -269,6 +270,7 @@ def tables(results: Sequence[dict[str, Any]]) -> list[tuple[str, list[str], list
                 rows,
             )
         )
+    out.extend(peer_tables(ordered))
     return out
 
 

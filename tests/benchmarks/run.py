@@ -2,9 +2,11 @@
 
 Phases (``--only`` picks some): ``single`` and ``bulk`` on every database given; ``queries``
 (overdue at growing sizes, and verify) on SQLite-on-disk and PostgreSQL; ``memory`` and
-``profile`` on the SQLite RAM disk. ``--db postgres`` needs ``IDCARD_TEST_DATABASE_URL``, as
-``.ci/with-postgres`` sets it. Results go to ``<out>/results-<db>.json``; ``python -m
-tests.benchmarks.report <out>`` turns every results file there into tables and the plot.
+``profile`` on the SQLite RAM disk; ``peers``, the library beside other frameworks, on every
+database given, only when ``--only`` names it (it needs the packages ``make bench-peers``
+installs). ``--db postgres`` needs ``IDCARD_TEST_DATABASE_URL``, as ``.ci/with-postgres`` sets
+it. Results go to ``<out>/results-<db>.json``; ``python -m tests.benchmarks.report <out>`` turns
+every results file there into tables and the plot.
 ``--quick`` runs every phase small, to check that the benchmarks work.
 """
 
@@ -29,12 +31,15 @@ from .common import LABELS, ROOT, VARIANTS, Databases, libpq_url, mount_of
 
 console = Console(highlight=False)
 PHASES = ("single", "bulk", "queries", "memory", "profile")
+ON_DEMAND = ("peers",)
+"""Phases run only when ``--only`` names them."""
 WHERE = {
     "single": VARIANTS,
     "bulk": VARIANTS,
     "queries": ("sqlite-disk", "postgres"),
     "memory": ("sqlite-ram",),
     "profile": ("sqlite-ram",),
+    "peers": VARIANTS,
 }
 
 
@@ -52,6 +57,8 @@ class Scale:
     memory_commands: int
     memory_checkpoints: tuple[int, ...]
     profile_apps: int
+    peers_apps: int = 250
+    peers_rounds: int = 5
 
 
 FULL = Scale(
@@ -81,6 +88,8 @@ QUICK = Scale(
     memory_commands=20_000,
     memory_checkpoints=(1_000, 10_000, 20_000),
     profile_apps=100,
+    peers_apps=50,
+    peers_rounds=2,
 )
 
 
@@ -177,6 +186,7 @@ def log(text: str) -> None:
 def run_variant(variant: str, phases: list[str], scale: Scale, out: Path, keep: bool) -> dict:
     from .bulk import bench_bulk
     from .memory import bench_memory
+    from .peers.bench import bench_peers
     from .profiling import profile_single
     from .queries import bench_queries
     from .single import bench_single
@@ -239,6 +249,10 @@ def run_variant(variant: str, phases: list[str], scale: Scale, out: Path, keep: 
                     )
                     for name, share in result["profile"]["groups"].items():
                         log(f"  {share:6.1%}  {name}")
+                elif phase == "peers":
+                    result["peers"] = bench_peers(
+                        db, apps_per_round=scale.peers_apps, rounds=scale.peers_rounds, log=log
+                    )
             result.setdefault("phase_seconds", {})[phase] = time.perf_counter() - t0
     finally:
         databases.close()
@@ -250,7 +264,7 @@ def run_variant(variant: str, phases: list[str], scale: Scale, out: Path, keep: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", action="append", choices=VARIANTS, help="repeatable")
-    parser.add_argument("--only", help=f"comma-separated phases of {', '.join(PHASES)}")
+    parser.add_argument("--only", help=f"comma-separated phases of {', '.join(PHASES + ON_DEMAND)}")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the SQLite files")
@@ -264,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         v for v in VARIANTS if v != "postgres" or os.environ.get("IDCARD_TEST_DATABASE_URL")
     ]
     phases = args.only.split(",") if args.only else list(PHASES)
-    unknown = set(phases) - set(PHASES)
+    unknown = set(phases) - set(PHASES) - set(ON_DEMAND)
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     scale = QUICK if args.quick else FULL
