@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
@@ -124,7 +125,7 @@ def _send(conn: Connection, dbapi: Any, sql: str, values: Any, *, many: bool = F
 class _Rendered:
     """A statement's SQL for one dialect, and how its parameters and columns are converted."""
 
-    __slots__ = ("columns", "plan", "positional", "readers", "sql")
+    __slots__ = ("columns", "get", "names", "positional", "processors", "readers", "sql")
 
     def __init__(
         self,
@@ -135,16 +136,31 @@ class _Rendered:
     ) -> None:
         self.sql = sql
         self.positional = positional
-        self.plan = plan
+        self.names = tuple(name for name, _ in plan)
+        # The parameters' values in order, taken in one call; then those that need it
+        # converted (most need nothing).
+        get = itemgetter(*self.names) if self.names else (lambda values: ())
+        self.get: Callable[[Mapping[str, Any]], Any] = (
+            (lambda values: (get(values),)) if len(self.names) == 1 else get
+        )
+        self.processors = tuple(
+            (i, processor) for i, (_, processor) in enumerate(plan) if processor is not None
+        )
         self.columns = columns
         self.readers: dict[
             tuple[Any, ...], tuple[tuple[str, ...], tuple[tuple[str, Callable[[Any], Any]], ...]]
         ] = {}
 
     def convert(self, values: Mapping[str, Any]) -> Any:
+        """The driver's parameters: a tuple in order, or a dict by name."""
+        taken = self.get(values)
+        if self.processors:
+            taken = list(taken)
+            for i, processor in self.processors:
+                taken[i] = processor(taken[i])
         if self.positional:
-            return tuple([values[n] if p is None else p(values[n]) for n, p in self.plan])
-        return {n: values[n] if p is None else p(values[n]) for n, p in self.plan}
+            return tuple(taken)
+        return dict(zip(self.names, taken, strict=True))
 
     def reading(
         self, dialect: Dialect, description: Sequence[Sequence[Any]]

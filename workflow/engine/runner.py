@@ -212,10 +212,7 @@ class Executor:
         *,
         conflicts: ConflictMap | None = None,
     ) -> dict[str, Any]:
-        if conflicts:
-            conflicts = {**self.races, **conflicts, **_REQUEST_TAKEN}
-        else:
-            conflicts = self._conflicts
+        conflicts = {**self.races, **conflicts, **_REQUEST_TAKEN} if conflicts else self._conflicts
         try:
             with self.store.transaction(write=True, conflicts=conflicts) as conn:
                 if request is not None:
