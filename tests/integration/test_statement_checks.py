@@ -17,7 +17,7 @@ import workflow as wf
 from tests.integration.test_enforcement import key, refused
 from tests.support import Clock, clerk, drive, form, postgres_url
 
-on_postgres = pytest.mark.skipif(postgres_url() is None, reason="PostgreSQL's MERGE")
+on_postgres = pytest.mark.skipif(postgres_url() is None, reason="PostgreSQL only")
 
 
 @pytest.fixture
@@ -217,3 +217,32 @@ def _still_enforced(engine: sa.Engine) -> None:
             conn.exec_driver_sql(
                 "UPDATE idcard_applications SET state = 'collected', version = version + 1"
             )
+
+
+@on_postgres
+def test_temporary_tables_named_like_the_transition_tables_change_nothing(
+    flow: wf.Workflow, raw: sa.Engine
+) -> None:
+    """The statement checks read the rows a statement changed by name; a writer's temporary
+    tables of the same names (empty, so that nothing would look wrong) are not what they
+    read."""
+    view = drive(flow, "submitted")
+    with raw.connect() as conn:
+        for name in ("idcard_moved_from", "idcard_moved_to", "idcard_added_rows"):
+            conn.exec_driver_sql(
+                f"CREATE TEMP TABLE {name} (id uuid, state text, version int, machine text)"
+            )
+        conn.commit()
+        with pytest.raises(sa.exc.IntegrityError, match="allowed transition"), conn.begin():
+            conn.exec_driver_sql(
+                "UPDATE idcard_applications SET state = 'collected', version = version + 1 "
+                f"WHERE id = '{view.id}'"
+            )
+        with pytest.raises(sa.exc.IntegrityError, match="known machines only"), conn.begin():
+            conn.exec_driver_sql(
+                "INSERT INTO idcard_transition_log (machine, record_id, seq, event, "
+                "from_state, to_state, actor_id, actor_role, actor_unit, at, details, hash) "
+                "VALUES ('ghost', gen_random_uuid(), 1, 'haunt', NULL, 'here', 'x', 'x', 'x', "
+                "now(), '{}', 'h')"
+            )
+    assert flow.get(view.id).state == "submitted"
