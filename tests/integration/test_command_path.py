@@ -336,3 +336,24 @@ def test_bulk_commands_take_the_same_path(flow: wf.Workflow) -> None:
     assert [r.code for r in report.refused] == ["not_found"]
     assert all(flow.get(i).state == "transmitted" for i in ids[:-1])
     assert flow.verify().ok
+
+
+def test_an_asyncio_driver_is_never_used_directly(db_url: str) -> None:
+    """`AsyncWorkflow` runs the command path through SQLAlchemy's greenlet bridge; the driver
+    under it is an asyncio adapter, whatever the dialect's driver name (psycopg's is
+    "psycopg" for both)."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from tests.integration.test_async import async_url
+
+    async def check() -> object:
+        engine = create_async_engine(async_url(db_url))
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(store.direct)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(check()) is None

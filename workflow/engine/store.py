@@ -251,6 +251,7 @@ def direct(connection: Connection) -> Any | None:
         or connection.engine._has_events
         or dialect._has_events
         or connection._echo
+        or dialect.is_async
         or (dialect.name, dialect.driver) not in _DIRECT_DRIVERS
     ):
         return None
