@@ -92,16 +92,16 @@ class Prepared:
         dbapi = direct(conn)
         if dbapi is None:
             result = conn.exec_driver_sql(rendered.sql, values)
-            description = result.cursor.description
+            reading = rendered.reading(conn.dialect, result.cursor)
             fetched = [tuple(row) for row in result.all()]
         else:
             cursor = _send(conn, dbapi, rendered.sql, values)
             try:
-                description = cursor.description
+                reading = rendered.reading(conn.dialect, cursor)
                 fetched = cursor.fetchall()
             finally:
                 cursor.close()
-        keys, readers = rendered.reading(conn.dialect, description)
+        keys, readers = reading
         rows = [dict(zip(keys, row, strict=True)) for row in fetched]
         for row in rows:
             for key, read in readers:
@@ -125,7 +125,7 @@ def _send(conn: Connection, dbapi: Any, sql: str, values: Any, *, many: bool = F
 class _Rendered:
     """A statement's SQL for one dialect, and how its parameters and columns are converted."""
 
-    __slots__ = ("columns", "get", "names", "positional", "processors", "readers", "sql")
+    __slots__ = ("columns", "get", "names", "positional", "processors", "read", "sql")
 
     def __init__(
         self,
@@ -147,9 +147,9 @@ class _Rendered:
             (i, processor) for i, (_, processor) in enumerate(plan) if processor is not None
         )
         self.columns = columns
-        self.readers: dict[
-            tuple[Any, ...], tuple[tuple[str, ...], tuple[tuple[str, Callable[[Any], Any]], ...]]
-        ] = {}
+        self.read: tuple[tuple[str, ...], tuple[tuple[str, Callable[[Any], Any]], ...]] | None = (
+            None
+        )
 
     def convert(self, values: Mapping[str, Any]) -> Any:
         """The driver's parameters: a tuple in order, or a dict by name."""
@@ -163,21 +163,24 @@ class _Rendered:
         return dict(zip(self.names, taken, strict=True))
 
     def reading(
-        self, dialect: Dialect, description: Sequence[Sequence[Any]]
+        self, dialect: Dialect, cursor: Any
     ) -> tuple[tuple[str, ...], tuple[tuple[str, Callable[[Any], Any]], ...]]:
-        """The columns' keys, and the processor of each column that has one."""
-        # The driver's type codes (psycopg's OIDs; None on SQLite) choose some processors.
-        codes = tuple(d[1] for d in description)
-        reading = self.readers.get(codes)
-        if reading is None:
+        """The columns' keys, and the processor of each column that has one.
+
+        The driver's type codes (psycopg's OIDs; None on SQLite) choose some processors, so
+        they are read from the first result's description. A statement's columns keep their
+        types, and psycopg builds a description anew each time it is asked (a Python object
+        per column), so later results are not asked again."""
+        if self.read is None:
+            codes = [d[1] for d in cursor.description]
             processors = [
                 (key, kind.dialect_impl(dialect).result_processor(dialect, code))
                 for (key, kind), code in zip(self.columns, codes, strict=True)
             ]
             keys = tuple(key for key, _ in self.columns)
             needed = tuple((key, read) for key, read in processors if read is not None)
-            reading = self.readers[codes] = (keys, needed)
-        return reading
+            self.read = (keys, needed)
+        return self.read
 
 
 class Write(NamedTuple):
