@@ -48,7 +48,7 @@ def entries(draw: st.DrawFn) -> dict[str, Any]:
         "actor_role": draw(st.text()),
         "actor_unit": draw(st.text()),
         "at": draw(st.datetimes(timezones=ZONES)),
-        "details": draw(st.dictionaries(st.text(), JSON, max_size=4)),
+        "details": draw(st.dictionaries(st.text(), JSON, max_size=4) | JSON),
     }
 
 

@@ -44,23 +44,32 @@ def canonical(entry: Mapping[str, Any], previous: str | None) -> bytes:
         raise ValueError("a history row's time must be an aware datetime")
     if at.tzinfo is not UTC:
         at = at.astimezone(UTC)
-    record_id, from_state = entry["record_id"], entry["from_state"]
+    record_id, from_state, details = entry["record_id"], entry["from_state"], entry["details"]
     if (
         type(record_id) is uuid.UUID
         and type(entry["seq"]) is int
         and (from_state is None or type(from_state) is str)
-        and all(type(entry[name]) is str for name in _TEXT_FIELDS)
+        and type(entry["actor_id"]) is str
+        and type(entry["actor_role"]) is str
+        and type(entry["actor_unit"]) is str
+        and type(entry["event"]) is str
+        and type(entry["machine"]) is str
+        and type(entry["to_state"]) is str
     ):
         # What json.dumps below writes, written out for the types the engine writes rows
         # with: the keys are fixed and in sorted order, a UUID and an ISO time need no
         # escaping, and the strings and the details go through the same encoder. Other types
         # (a row read back with odd values) take the general way.
         s = _string
+        written = None if details else _EMPTY.get(type(details))
+        if written is None:
+            written = _encode(details)
         return (
             f'{{"actor_id":{s(entry["actor_id"])},"actor_role":{s(entry["actor_role"])},'
             f'"actor_unit":{s(entry["actor_unit"])},'
             f'"at":"{at.isoformat(timespec="microseconds")}",'
-            f'"details":{_encode(entry["details"])},"event":{s(entry["event"])},'
+            f'"details":{written},'
+            f'"event":{s(entry["event"])},'
             f'"from_state":{"null" if from_state is None else s(from_state)},'
             f'"machine":{s(entry["machine"])},"previous":{s(previous or "")},'
             f'"record_id":"{record_id}","seq":{int.__repr__(entry["seq"])},'
@@ -77,7 +86,8 @@ _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=F
 """``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``."""
 _string: Callable[[str], str] = json.encoder.encode_basestring
 """A string as that encoder writes it."""
-_TEXT_FIELDS = ("actor_id", "actor_role", "actor_unit", "event", "machine", "to_state")
+_EMPTY: dict[type, str] = {dict: "{}", list: "[]"}
+"""What the encoder writes for an empty dict or list (the usual details: none)."""
 
 
 IDENTITY_FACT = "identity"

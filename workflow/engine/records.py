@@ -8,6 +8,7 @@ log; each machine's module adds its own queries in a subclass. `RequestRepositor
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -34,17 +35,29 @@ class Prepared:
     its result processors: both ways send and return the same values.
     """
 
-    def __init__(self, statement: sa.ClauseElement, keys: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        statement: sa.ClauseElement,
+        keys: Sequence[str] | None = None,
+        *,
+        binary: bool = False,
+    ) -> None:
         self.statement = statement
         self.keys = list(keys) if keys is not None else None
-        self._rendered: dict[str, _Rendered] = {}
+        self.binary = binary
+        """Send the parameters in psycopg's binary format: for arrays, whose text format
+        psycopg writes by quoting element after element in Python."""
+        self._rendered: dict[tuple[str, str], _Rendered] = {}
 
     def _render(self, dialect: Dialect) -> _Rendered:
-        rendered = self._rendered.get(dialect.name)
+        rendered = self._rendered.get((dialect.name, dialect.driver))
         if rendered is None:
             compiled = cast(
                 SQLCompiler, self.statement.compile(dialect=dialect, column_keys=self.keys)
             )
+            sql = compiled.string
+            if self.binary and dialect.driver == "psycopg":
+                sql = re.sub(r"%\((\w+)\)s", r"%(\1)b", sql)
             names = compiled.positiontup if compiled.positional else list(compiled.binds)
             plan = tuple(
                 (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
@@ -53,8 +66,8 @@ class Prepared:
             columns: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = ()
             if isinstance(self.statement, sa.Select):
                 columns = tuple((str(c.key), c.type) for c in self.statement.selected_columns)
-            rendered = _Rendered(compiled.string, compiled.positional, plan, columns)
-            self._rendered[dialect.name] = rendered
+            rendered = _Rendered(sql, compiled.positional, plan, columns)
+            self._rendered[dialect.name, dialect.driver] = rendered
         return rendered
 
     def run(self, conn: Connection, params: Mapping[str, Any]) -> int:
@@ -460,7 +473,7 @@ class Repository:
                 f"UPDATE {table} SET {sets} FROM {_unnest(given)} WHERE {table}.id = v._id "
                 f"AND {table}.version = v._version AND {table}.state = v._state"
             )
-            prepared = self._moves_set[columns] = Prepared(_arrays(sql, given))
+            prepared = self._moves_set[columns] = Prepared(_arrays(sql, given), binary=True)
         return prepared
 
     def _append_set(self) -> Prepared:
@@ -469,7 +482,7 @@ class Repository:
             given = {name: self.log.c[name] for name in LOG_KEYS}
             listed = ", ".join(_quoted(name) for name in given)
             sql = f"INSERT INTO {_quoted(self.log.name)} ({listed}) SELECT * FROM {_unnest(given)}"
-            self._appending_set = Prepared(_arrays(sql, given))
+            self._appending_set = Prepared(_arrays(sql, given), binary=True)
         return self._appending_set
 
     def _move(self, columns: tuple[str, ...]) -> Prepared:
