@@ -77,11 +77,7 @@ class Prepared:
         dbapi = direct(conn)
         if dbapi is None:
             return int(conn.exec_driver_sql(rendered.sql, values).rowcount)
-        cursor = _send(conn, dbapi, rendered.sql, values)
-        try:
-            return int(cursor.rowcount)
-        finally:
-            cursor.close()
+        return int(_send(conn, dbapi, rendered.sql, values).rowcount)
 
     def run_many(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> int:
         """Execute once for each set of parameters (the driver's ``executemany``); the number
@@ -91,11 +87,7 @@ class Prepared:
         dbapi = direct(conn)
         if dbapi is None:
             return int(conn.exec_driver_sql(rendered.sql, values).rowcount)
-        cursor = _send(conn, dbapi, rendered.sql, values, many=True)
-        try:
-            return int(cursor.rowcount)
-        finally:
-            cursor.close()
+        return int(_send(conn, dbapi, rendered.sql, values, many=True).rowcount)
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Run a SELECT; its rows, each a dict of the selected columns' keys to their values as
@@ -109,11 +101,8 @@ class Prepared:
             fetched = [tuple(row) for row in result.all()]
         else:
             cursor = _send(conn, dbapi, rendered.sql, values)
-            try:
-                reading = rendered.reading(conn.dialect, cursor)
-                fetched = cursor.fetchall()
-            finally:
-                cursor.close()
+            reading = rendered.reading(conn.dialect, cursor)
+            fetched = cursor.fetchall()
         keys, readers = reading
         rows = [dict(zip(keys, row, strict=True)) for row in fetched]
         for row in rows:
@@ -123,16 +112,31 @@ class Prepared:
 
 
 def _send(conn: Connection, dbapi: Any, sql: str, values: Any, *, many: bool = False) -> Any:
-    """Execute on a new cursor of the driver's connection; the cursor, for its results."""
-    cursor = dbapi.cursor()
+    """Execute on the driver's connection; the cursor, whose results are read at once.
+
+    One cursor per driver connection, kept with the connection (the pool's ``info`` for it):
+    psycopg sets up each new cursor in Python, about a quarter of a short statement's cost.
+    A cursor that failed is dropped."""
+    info = conn.connection.info
+    held = info.get(_CURSOR)
+    if held is not None and held[0] is dbapi:
+        cursor = held[1]
+    else:
+        cursor = dbapi.cursor()
+        info[_CURSOR] = (dbapi, cursor)
     try:
         if many:
             cursor.executemany(sql, values)
         else:
             cursor.execute(sql, values)
     except conn.dialect.loaded_dbapi.Error as exc:
+        info.pop(_CURSOR, None)
         driver_failed(conn, exc, sql, values, cursor)
     return cursor
+
+
+_CURSOR = "idcard_workflow.cursor"
+"""The key of the command path's cursor in a pooled connection's ``info``."""
 
 
 class _Rendered:
