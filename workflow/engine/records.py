@@ -294,17 +294,6 @@ class Repository:
         prepared = self._serialised[column] = Prepared(query)
         return prepared
 
-    def load_many(
-        self, conn: Connection, record_ids: Sequence[uuid.UUID], *, lock: bool = False
-    ) -> dict[uuid.UUID, RowMapping]:
-        """The records with these ids (those that exist), locked where the database can."""
-        t = self.table
-        # Locks are taken in id order, so two bulk commands can't deadlock on each other.
-        query = sa.select(t).where(t.c.id.in_(list(record_ids))).order_by(t.c.id)
-        if lock:
-            query = query.with_for_update()
-        return {row["id"]: row for row in conn.execute(query).mappings()}
-
     def load_many_to_change(
         self,
         conn: Connection,

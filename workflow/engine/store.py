@@ -284,7 +284,7 @@ def _driver_error(connection: Connection, statement: str, exc: Exception) -> DBA
 def _run_raw(connection: Connection, statement: str) -> list[Any]:
     """Run one statement straight on the driver: no events, no parameters, no statement cache.
     The library's transaction control and settings only; driver errors come out wrapped."""
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = _raw(connection).cursor()
     try:
         cursor.execute(statement)
         return list(cursor.fetchall()) if cursor.description else []
