@@ -401,14 +401,11 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> None:
         label = LABELS[r["variant"]]
         if r.get("single"):
             label += (
-                f"\nsingle: {r['single']['ratio']['median']:.1f}x floor "
-                f"(target ≤ {SINGLE_TARGET[r['variant']]}x)"
+                f"\nsingle: {r['single']['ratio']['median']:.1f}x the floor "
+                f"(≤ {SINGLE_TARGET[r['variant']]}x)"
             )
         if r.get("bulk"):
-            label += (
-                f"\nbulk: {1 / r['bulk']['ratio']['median']:.2f} of the floor's rate "
-                f"(target ≥ {BULK_TARGET})"
-            )
+            label += f"\nbulk: {1 / r['bulk']['ratio']['median']:.2f} of its rate (≥ {BULK_TARGET})"
         labels.append(label)
     ax.set_xticks(range(len(ordered)), labels)
     ax.set_yscale("log")
