@@ -237,3 +237,122 @@ def unpublish_log() -> None:
         return
     op.execute(f"DROP TRIGGER {log}_publish ON {log}")
     op.execute("DROP FUNCTION idcard_publish()")
+
+
+# -- statement-level checks (revision 0011) --------------------------------------------------
+# PostgreSQL runs a row-level trigger's function once per row; a statement-level one with a
+# transition table once per statement, over every row the statement changed. Same refusals,
+# same messages: a statement that breaks a rule is refused whole, whatever wrote it.
+
+ADDED_ROWS = "idcard_added_rows"
+MOVED_FROM = "idcard_moved_from"
+MOVED_TO = "idcard_moved_to"
+"""The transition tables' names; a trigger function's transition tables are looked up before
+any table, a temporary one included."""
+
+
+def _schema() -> str:
+    return str(op.get_bind().exec_driver_sql("SELECT current_schema()").scalar())
+
+
+def install_statement_functions(machines: tuple[str, ...], unknown_machine: str) -> None:
+    """PostgreSQL: ``idcard_publish()`` over the rows a statement added to the history (each
+    row's machine checked, then the outbox rows written in the rows' order), and
+    ``idcard_guard_moves(machine)`` over the rows an UPDATE of a state table changed."""
+    known = ", ".join(f"'{m}'" for m in machines)
+    schema = _schema()
+    allowed = name("allowed_transitions")
+    op.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION idcard_publish() RETURNS trigger LANGUAGE plpgsql
+        SET search_path = "{schema}", pg_temp AS $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM {ADDED_ROWS} WHERE machine NOT IN ({known})) THEN
+                RAISE EXCEPTION USING ERRCODE = '23000', MESSAGE = '{unknown_machine}';
+            END IF;
+            INSERT INTO {name("outbox")} (machine, record_id, seq, event, state, at, acked_at)
+            SELECT machine, record_id, seq, event, to_state, at, NULL
+            FROM {ADDED_ROWS} ORDER BY id;
+            RETURN NULL;
+        END $$
+        """
+    )
+    op.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION idcard_guard_moves() RETURNS trigger LANGUAGE plpgsql
+        SET search_path = "{schema}", pg_temp AS $$
+        DECLARE
+            wrong record;
+        BEGIN
+            -- A record keeps its id (its fixed columns' trigger refuses a new one first): a
+            -- row on one side only is a changed id all the same.
+            SELECT o.state AS from_state, n.state AS to_state INTO wrong
+            FROM {MOVED_FROM} o FULL JOIN {MOVED_TO} n ON n.id = o.id
+            WHERE o.id IS NULL OR n.id IS NULL
+               OR n.version IS DISTINCT FROM o.version + 1
+               OR NOT EXISTS (
+                   SELECT 1 FROM {allowed} a
+                   WHERE a.machine = TG_ARGV[0]
+                     AND a.from_state = o.state AND a.to_state = n.state)
+            LIMIT 1;
+            IF FOUND THEN
+                RAISE EXCEPTION USING ERRCODE = '23000', MESSAGE = format(
+                    '{PREFIX}a %s record changes only by an allowed transition from %s '
+                    'that bumps its version by one (%s -> %s refused)',
+                    TG_ARGV[0], wrong.from_state, wrong.from_state, wrong.to_state);
+            END IF;
+            RETURN NULL;
+        END $$
+        """
+    )
+
+
+def publish_added() -> None:
+    """PostgreSQL: the history's publishing trigger runs once per statement."""
+    log = name("transition_log")
+    op.execute(f"DROP TRIGGER {log}_publish ON {log}")
+    op.execute(
+        f"CREATE TRIGGER {log}_publish AFTER INSERT ON {log} "
+        f"REFERENCING NEW TABLE AS {ADDED_ROWS} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION idcard_publish()"
+    )
+
+
+def publish_each_row(machines: tuple[str, ...], unknown_machine: str) -> None:
+    """PostgreSQL: back to the publishing trigger of revision 0009, once per row."""
+    log = name("transition_log")
+    op.execute(f"DROP TRIGGER {log}_publish ON {log}")
+    op.execute("DROP FUNCTION idcard_publish()")
+    install_publish_function_for(machines, unknown_machine)
+    op.execute(
+        f"CREATE TRIGGER {log}_publish AFTER INSERT ON {log} "
+        "FOR EACH ROW EXECUTE FUNCTION idcard_publish()"
+    )
+
+
+def guard_moves(table: str, machine: str, initial: str) -> None:
+    """PostgreSQL: a state table's new records are still checked row by row (a command
+    creates one at a time); its updates once per statement, over every row changed."""
+    table = name(table)
+    op.execute(f"DROP TRIGGER {table}_guard ON {table}")
+    op.execute(
+        f"CREATE TRIGGER {table}_guard BEFORE INSERT ON {table} FOR EACH ROW "
+        f"EXECUTE FUNCTION idcard_guard_record('{machine}', '{initial}')"
+    )
+    op.execute(
+        f"CREATE TRIGGER {table}_moves AFTER UPDATE ON {table} "
+        f"REFERENCING OLD TABLE AS {MOVED_FROM} NEW TABLE AS {MOVED_TO} "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION idcard_guard_moves('{machine}')"
+    )
+
+
+def guard_each_move(table: str, machine: str, initial: str) -> None:
+    """PostgreSQL: back to revision 0003's row-level guard of inserts and updates."""
+    prefixed = name(table)
+    op.execute(f"DROP TRIGGER {prefixed}_moves ON {prefixed}")
+    op.execute(f"DROP TRIGGER {prefixed}_guard ON {prefixed}")
+    guard_records(table, machine, initial)
+
+
+def drop_statement_functions() -> None:
+    op.execute("DROP FUNCTION idcard_guard_moves()")

@@ -37,7 +37,11 @@ from workflow.models.enums import (
 
 
 def _no_control_characters(value: str) -> str:
-    # Line and paragraph separators (U+2028, U+2029) split a log line as a newline does.
+    # Line and paragraph separators (U+2028, U+2029) split a log line as a newline does. A
+    # printable string has none of these (checked in C); others are looked at character by
+    # character, since format characters and spaces other than " " are allowed.
+    if value.isprintable():
+        return value
     if any(unicodedata.category(c) in {"Cc", "Cs", "Zl", "Zp"} for c in value):
         raise ValueError("must not contain control characters or line breaks")
     return value

@@ -113,11 +113,13 @@ def libpq_url(url: str) -> str:
 class Databases:
     """Hands out fresh databases of one variant and removes them afterwards."""
 
-    def __init__(self, variant: str, *, keep: bool = False) -> None:
+    def __init__(self, variant: str, *, keep: bool = False, revision: str = "head") -> None:
         if variant not in VARIANTS:
             raise SystemExit(f"unknown database variant {variant!r}; one of {VARIANTS}")
         self.variant = variant
         self.keep = keep
+        self.revision = revision
+        """The schema revision the fresh databases are migrated to."""
         self._count = 0
         self.server_url = None
         if variant == "postgres":
@@ -159,7 +161,7 @@ class Databases:
         if self.root is not None:
             path = self.root / f"{self._count:02d}-{name}.db"
             url = f"sqlite:///{path}"
-            wf.upgrade(url)
+            wf.upgrade(url, self.revision)
             try:
                 yield Database(self.variant, url, path)
             finally:
@@ -176,7 +178,7 @@ class Databases:
             admin.execute(f'CREATE DATABASE "{dbname}"')
         url = sa.engine.make_url(self.server_url).set(database=dbname)
         url_text = url.render_as_string(hide_password=False)
-        wf.upgrade(url_text)
+        wf.upgrade(url_text, self.revision)
         try:
             yield Database(self.variant, url_text)
         finally:
@@ -193,8 +195,11 @@ def record_round(
     rounds: int,
     label: str,
     log: Any,
+    against: str = "floor",
+    cpu: dict[str, float] | None = None,
 ) -> None:
-    """Append one round's library/floor rates and ratio, and log them."""
+    """Append one round's library/floor rates and ratio (and, given ``cpu``, each one's CPU
+    time per transition in this process, in µs), and log them."""
     results.append(
         {
             "library_tps": per_round / timings["library"],
@@ -203,10 +208,13 @@ def record_round(
             "first": first,
         }
     )
+    if cpu is not None:
+        results[-1]["library_cpu_us"] = cpu["library"] / per_round * 1e6
+        results[-1]["floor_cpu_us"] = cpu["floor"] / per_round * 1e6
     r = results[-1]
     log(
         f"  round {len(results)}/{rounds}: {label} {r['library_tps']:,.0f}/s, "
-        f"floor {r['floor_tps']:,.0f}/s, ratio {r['ratio']:.2f}"
+        f"{against} {r['floor_tps']:,.0f}/s, ratio {r['ratio']:.2f}"
     )
 
 

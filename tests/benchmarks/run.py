@@ -1,12 +1,13 @@
 """Run the benchmarks: ``python -m tests.benchmarks.run --db sqlite-ram --db sqlite-disk``.
 
-Phases (``--only`` picks some): ``single`` and ``bulk`` on every database given; ``queries``
-(overdue at growing sizes, and verify) on SQLite-on-disk and PostgreSQL; ``memory`` and
-``profile`` on the SQLite RAM disk; ``peers``, the library beside other frameworks, on every
-database given, only when ``--only`` names it (it needs the packages ``make bench-peers``
-installs). ``--db postgres`` needs ``IDCARD_TEST_DATABASE_URL``, as ``.ci/with-postgres`` sets
-it. Results go to ``<out>/results-<db>.json``; ``python -m tests.benchmarks.report <out>`` turns
-every results file there into tables and the plot.
+Phases (``--only`` picks some): ``single``, ``bulk``, ``schema`` (the triggers' own cost) and
+``profile`` (single commands and ``fire_many``) on every database given; ``queries`` (overdue
+at growing sizes, and verify) on SQLite-on-disk and PostgreSQL; ``memory`` on the SQLite RAM
+disk; ``peers``, the library beside other frameworks, on every database given, only when
+``--only`` names it (it needs the packages ``make bench-peers`` installs). ``--db postgres``
+needs ``IDCARD_TEST_DATABASE_URL``, as ``.ci/with-postgres`` sets it. Results go to
+``<out>/results-<db>.json``; ``python -m tests.benchmarks.report <out>`` turns every results
+file there into tables and the plot.
 ``--quick`` runs every phase small, to check that the benchmarks work.
 """
 
@@ -30,15 +31,16 @@ from rich.console import Console
 from .common import LABELS, ROOT, VARIANTS, Databases, libpq_url, mount_of
 
 console = Console(highlight=False)
-PHASES = ("single", "bulk", "queries", "memory", "profile")
+PHASES = ("single", "bulk", "schema", "queries", "memory", "profile")
 ON_DEMAND = ("peers",)
 """Phases run only when ``--only`` names them."""
 WHERE = {
     "single": VARIANTS,
     "bulk": VARIANTS,
+    "schema": VARIANTS,
     "queries": ("sqlite-disk", "postgres"),
     "memory": ("sqlite-ram",),
-    "profile": ("sqlite-ram",),
+    "profile": VARIANTS,
     "peers": VARIANTS,
 }
 
@@ -183,15 +185,18 @@ def log(text: str) -> None:
     console.print(f"[dim]{time.perf_counter() - _STARTED:6.0f}s[/] {text}")
 
 
-def run_variant(variant: str, phases: list[str], scale: Scale, out: Path, keep: bool) -> dict:
+def run_variant(
+    variant: str, phases: list[str], scale: Scale, out: Path, keep: bool, revision: str = "head"
+) -> dict:
     from .bulk import bench_bulk
     from .memory import bench_memory
     from .peers.bench import bench_peers
-    from .profiling import profile_single
+    from .profiling import profile_bulk, profile_single
     from .queries import bench_queries
+    from .schema import bench_schema
     from .single import bench_single
 
-    databases = Databases(variant, keep=keep)
+    databases = Databases(variant, keep=keep, revision=revision)
     result: dict[str, Any] = {
         "variant": variant,
         "label": LABELS[variant],
@@ -221,6 +226,14 @@ def run_variant(variant: str, phases: list[str], scale: Scale, out: Path, keep: 
                     result["bulk"] = bench_bulk(
                         db, apps_per_round=scale.bulk_apps, rounds=scale.bulk_rounds, log=log
                     )
+                elif phase == "schema":
+                    result["schema"] = bench_schema(
+                        db,
+                        apps_per_round=scale.single_apps,
+                        bulk_apps_per_round=scale.single_apps * 4,
+                        rounds=scale.single_rounds,
+                        log=log,
+                    )
                 elif phase == "queries":
                     result["queries"] = bench_queries(
                         db,
@@ -247,8 +260,13 @@ def run_variant(variant: str, phases: list[str], scale: Scale, out: Path, keep: 
                     result["profile"] = profile_single(
                         db, apps=scale.profile_apps, out=out / f"profile-{variant}.txt"
                     )
-                    for name, share in result["profile"]["groups"].items():
-                        log(f"  {share:6.1%}  {name}")
+                    result["profile_bulk"] = profile_bulk(
+                        db, apps=scale.bulk_apps, out=out / f"profile-bulk-{variant}.txt"
+                    )
+                    for key in ("profile", "profile_bulk"):
+                        log(f"  {result[key]['what']}:")
+                        for name, share in result[key]["groups"].items():
+                            log(f"  {share:6.1%}  {name}")
                 elif phase == "peers":
                     result["peers"] = bench_peers(
                         db, apps_per_round=scale.peers_apps, rounds=scale.peers_rounds, log=log
@@ -268,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench")
     parser.add_argument("--keep", action="store_true", help="keep the SQLite files")
+    parser.add_argument(
+        "--revision",
+        default="head",
+        help="the schema revision of the fresh databases (the schema phase only: the library "
+        "needs head)",
+    )
     parser.add_argument(
         "--verify-sizes", help="comma-separated sizes at which verify() is timed (of the sizes)"
     )
@@ -292,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     from .report import show
 
     for variant in variants:
-        result = run_variant(variant, phases, scale, args.out, args.keep)
+        result = run_variant(variant, phases, scale, args.out, args.keep, args.revision)
         result["quick"] = args.quick
         path = args.out / f"results-{variant}.json"
         if args.only and path.exists():

@@ -1,12 +1,14 @@
 """Single commands through the public API against the floor, interleaved round by round.
 
-The floor is the same writes issued directly through the driver, one transaction each:
-``BEGIN IMMEDIATE`` (SQLite) or ``BEGIN`` (PostgreSQL), the compare-and-set UPDATE of the
-application (state, version + 1, chain head and the event's own columns, guarded by id, version
-and state), the INSERT of the history row with the same column values the library writes
-(hash chain included, computed beforehand), and COMMIT. Both go through the schema's triggers.
-If the schema does not write the outbox row itself, the floor inserts it too, as the library
-then does. The library's commands each return their `ApplicationView`.
+The floor is the library's own writes issued directly through the driver, one transaction
+each: the statements `Repository.writes` gives for the move (the very SQL the command path
+sends, with its parameters converted as the library converts them, all before the clock
+starts). On SQLite that is ``BEGIN IMMEDIATE``, the compare-and-set UPDATE of the application
+(state, version + 1, chain head and the event's own columns, guarded by id, version and state)
+with its row count checked, the INSERT of the history row, and COMMIT. On PostgreSQL it is
+``BEGIN``, one statement that makes the update and, if it changed the row, the insert, and
+COMMIT. Both go through the schema's triggers. The library's commands each read the
+application first and return its `ApplicationView`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import workflow as wf
+from workflow.machines.application import REPOSITORY
 
 from . import data
 from .common import Database, record_round, summary
@@ -40,9 +43,10 @@ def actor(event: str) -> wf.Actor:
 class Applications:
     """Fresh submitted applications for a database, numbered so that none collide."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, start: int = 0) -> None:
         self.db = db
-        self.next = 0
+        self.next = start
+        """The number of the next application (each number is its own citizen)."""
         self.conn = db.connect(durable=False)
 
     def fresh(self, count: int) -> list[tuple[uuid.UUID, str]]:
@@ -64,36 +68,28 @@ class Applications:
         self.conn.close()
 
 
+Plan = list[list[list[tuple[str, Any, int | None, bool]]]]
+"""Per event, per application: the statements of its transaction, each ``(SQL, the driver's
+parameters, the rows it must change or None, executemany)``."""
+
+
 class Floor:
-    """The same writes as the library's commands, straight through the driver."""
+    """The library's writes, straight through the driver."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.conn = db.connect(durable=True)
         self.cur = self.conn.cursor()
         self.begin = "BEGIN IMMEDIATE" if db.sqlite else "BEGIN"
-        mark = "?" if db.sqlite else "%s"
-        self.publish = not db.publishes_log()
-        self.move = {
-            extra: (
-                f"UPDATE idcard_applications SET state = {mark}, version = version + 1, "
-                f"chain_head = {mark}{extra} "
-                f"WHERE id = {mark} AND version = {mark} AND state = {mark}"
-            )
-            for extra in ("", f", review_due_at = {mark}")
-        }
-        self.append = data.insert_sql(db.sqlite, "idcard_transition_log", data.LOG_COLUMNS)
-        self.outbox = data.insert_sql(
-            db.sqlite, "outbox", ("machine", "record_id", "seq", "event", "state", "at")
-        )
+        engine = db.engine()
+        self.dialect = engine.dialect
+        engine.dispose()
 
-    def plan(
+    def moves(
         self, apps: Sequence[tuple[uuid.UUID, str]], events: Sequence[str]
-    ) -> list[list[tuple[str, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...] | None]]]:
-        """For each event, for each application: the statements' parameters, computed before
-        the clock starts (the floor measures the database, not Python)."""
-        sqlite = self.db.sqlite
-        ts: Callable[[datetime | None], Any] = data.sqlite_time if sqlite else (lambda t: t)
+    ) -> list[list[tuple[dict[str, Any], dict[str, Any]]]]:
+        """For each event, for each application: the move and its history row, as the
+        library's decision step makes them (hash chain included)."""
         heads = {app_id: head for app_id, head in apps}
         plans = []
         at = datetime.now(UTC)
@@ -101,37 +97,57 @@ class Floor:
             steps = []
             source, target, who, _ = data.EVENTS[event]
             for app_id, _head in apps:
-                details, changes = data.step_changes(event, at)
+                details, effects = data.step_changes(event, at)
                 row = data.entry(
                     app_id, seq, event, source, target, who, at, details, heads[app_id]
                 )
                 heads[app_id] = row["hash"]
-                rid = app_id.hex if sqlite else app_id
-                extra: tuple[Any, ...] = ()
-                statement = self.move[""]
-                if changes["review_due_at"] is not None:
-                    extra = (ts(changes["review_due_at"]),)
-                    statement = self.move[next(k for k in self.move if k)]
-                move = (target, row["hash"], *extra, rid, seq - 1, source)
-                log = data._log_tuple(row, rid, ts)
-                outbox = (data.MACHINE, rid, seq, event, target, ts(at)) if self.publish else None
-                steps.append((statement, move, log, outbox))
+                changes = {"chain_head": row["hash"]}
+                if effects["review_due_at"] is not None:
+                    changes["review_due_at"] = effects["review_due_at"]
+                move = {
+                    "record_id": app_id,
+                    "version": seq - 1,
+                    "state": source,
+                    "new_state": target,
+                    "changes": changes,
+                }
+                steps.append((move, row))
             plans.append(steps)
         return plans
 
-    def run(self, plans: list[list[tuple[str, tuple[Any, ...], tuple[Any, ...], Any]]]) -> int:
-        cur, begin, append, outbox_sql = self.cur, self.begin, self.append, self.outbox
+    def sent(
+        self, moves: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]
+    ) -> list[tuple[str, Any, int | None, bool]]:
+        """The statements the library sends to make these moves, in the driver's terms."""
+        writes = REPOSITORY.writes(self.dialect.name, moves, rows)
+        return [(*w.sent(self.dialect), w.changes, w.many) for w in writes]
+
+    def plan(self, apps: Sequence[tuple[uuid.UUID, str]], events: Sequence[str]) -> Plan:
+        """Every transaction's statements, computed before the clock starts (the floor
+        measures the database, not Python)."""
+        return [
+            [self.sent([move], [row]) for move, row in steps] for steps in self.moves(apps, events)
+        ]
+
+    def transaction(self, statements: Sequence[tuple[str, Any, int | None, bool]]) -> None:
+        """One transaction of these statements, each with its row count checked."""
+        cur = self.cur
+        cur.execute(self.begin)
+        for sql, params, changes, many in statements:
+            if many:
+                cur.executemany(sql, params)
+            else:
+                cur.execute(sql, params)
+            if changes is not None and cur.rowcount != changes:
+                raise RuntimeError("floor: compare-and-set missed")
+        cur.execute("COMMIT")
+
+    def run(self, plans: Plan) -> int:
         done = 0
         for steps in plans:
-            for statement, move, log, outbox in steps:
-                cur.execute(begin)
-                cur.execute(statement, move)
-                if cur.rowcount != 1:
-                    raise RuntimeError("floor: compare-and-set missed")
-                cur.execute(append, log)
-                if outbox is not None:
-                    cur.execute(outbox_sql, outbox)
-                cur.execute("COMMIT")
+            for statements in steps:
+                self.transaction(statements)
                 done += 1
         return done
 
@@ -176,19 +192,28 @@ def bench_single(
             floor_apps = source.fresh(apps_per_round)
             plans = floor.plan(floor_apps, events)
             timings: dict[str, float] = {}
+            cpu: dict[str, float] = {}
             order = ("library", "floor") if number % 2 == 0 else ("floor", "library")
             for who in order:
-                start = time.perf_counter()
+                start, started = time.perf_counter(), time.thread_time()
                 if who == "library":
                     done = run_library(flow, library_apps, events)
                 else:
                     done = floor.run(plans)
                 timings[who] = time.perf_counter() - start
+                cpu[who] = time.thread_time() - started
                 assert done == per_round
             if number < warmup:
                 continue
             record_round(
-                results, timings, per_round, order[0], rounds=rounds, label="library", log=log
+                results,
+                timings,
+                per_round,
+                order[0],
+                rounds=rounds,
+                label="library",
+                log=log,
+                cpu=cpu,
             )
         statements = count_statements(engine, flow, source)
         report = flow.verify()
@@ -204,12 +229,13 @@ def bench_single(
         "transitions_per_round": per_round,
         "rounds": rounds,
         "events": list(events),
-        "floor_writes_outbox": floor.publish,
         "library_statements_per_command": statements,
         "verified_records": report.records,
         "library_tps": summary([r["library_tps"] for r in results]),
         "floor_tps": summary([r["floor_tps"] for r in results]),
         "ratio": summary([r["ratio"] for r in results]),
+        "library_cpu_us": summary([r["library_cpu_us"] for r in results]),
+        "floor_cpu_us": summary([r["floor_cpu_us"] for r in results]),
         "per_round": results,
     }
 

@@ -15,13 +15,14 @@ from workflow.engine.store import DatabaseFailure
 
 @pytest.fixture
 def failing(db_url: str, clock: Clock) -> Iterator[tuple[wf.Workflow, list[str]]]:
-    """A workflow whose database fails the first statement that starts with a given prefix."""
+    """A workflow whose database fails the first statement that writes a given table (its SQL
+    holds the given words: on PostgreSQL one statement moves a record and appends its row)."""
     engine = wf.create_engine(db_url)
     fail_on: list[str] = []
 
     @event.listens_for(engine, "before_cursor_execute")
     def _fail(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if fail_on and statement.lstrip().upper().startswith(fail_on[0]):
+        if fail_on and fail_on[0] in " ".join(statement.split()).upper():
             fail_on.clear()
             raise sa.exc.OperationalError(statement, parameters, RuntimeError("disk I/O error"))
 

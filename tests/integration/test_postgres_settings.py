@@ -161,7 +161,9 @@ def watch(engine: sa.Engine, setting: str) -> list[str]:
 
     @sa.event.listens_for(engine, "after_cursor_execute")
     def _after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO IDCARD_TRANSITION_LOG"):
+        # The statement that appends the history (on PostgreSQL a transition's one statement
+        # moves the record and appends its row).
+        if "INSERT INTO IDCARD_TRANSITION_LOG" in " ".join(statement.split()).upper():
             probe = conn.connection.dbapi_connection.cursor()
             probe.execute(f"SELECT current_setting('{setting}')")
             seen.append(probe.fetchone()[0])

@@ -13,9 +13,8 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
@@ -26,8 +25,7 @@ from workflow.models.citizen_id import mask_citizen_id
 from workflow.models.schemas import Actor
 
 
-@dataclass(frozen=True)
-class Move:
+class Move(NamedTuple):
     """One record's checked transition: its compare-and-set, its history row, its new values."""
 
     cas: dict[str, Any]
@@ -71,7 +69,7 @@ def decide(
     rule = d.events.get(event) if isinstance(event, str) else None
     if rule is None:
         raise IllegalTransition(shown(event), state)
-    row = Columns({**record, **facts})
+    row = Columns({**record, **facts} if facts else record)
     rule.permission.require(event, actor, row)
     transition = d.transition(state, event)
     if transition is None:

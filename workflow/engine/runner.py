@@ -196,6 +196,7 @@ class Executor:
         """Constraints a command may meet because another command got in first (a reaction
         filing the record another command just filed): `ConcurrentUpdate`, unless the
         command's own ``conflicts`` say otherwise."""
+        self._conflicts: ConflictMap = {**self.races, **_REQUEST_TAKEN}
 
     def now(self) -> datetime:
         """The clock's reading in UTC; a clock that gives a naive datetime is a setup error."""
@@ -211,10 +212,9 @@ class Executor:
         *,
         conflicts: ConflictMap | None = None,
     ) -> dict[str, Any]:
+        conflicts = {**self.races, **conflicts, **_REQUEST_TAKEN} if conflicts else self._conflicts
         try:
-            with self.store.transaction(
-                write=True, conflicts={**self.races, **(conflicts or {}), **_REQUEST_TAKEN}
-            ) as conn:
+            with self.store.transaction(write=True, conflicts=conflicts) as conn:
                 if request is not None:
                     prior = self.requests.find(conn, request.request_id)
                     if prior is not None:
@@ -347,13 +347,9 @@ class Runner:
     def _load_serialised(self, conn: Connection, record_id: uuid.UUID) -> Mapping[Any, Any] | None:
         # The value's lock first, the record's row lock second, in every command: so two
         # commands on one citizen never hold the two in opposite orders.
-        if self.machine.serialised_by is None or conn.dialect.name != "postgresql":
-            return self.repository.load(conn, record_id, lock=True)
-        found = self.repository.load(conn, record_id)
-        if found is None:
-            return None
-        self._serialise(conn, found)
-        return self.repository.load(conn, record_id, lock=True)
+        return self.repository.load_to_change(
+            conn, record_id, serialised_by=self.machine.serialised_by
+        )
 
     def facts(self, conn: Connection, event: Any, record: Mapping[Any, Any]) -> Mapping[str, Any]:
         """The facts the event's guards need from other records (declared by the machine)."""
@@ -391,9 +387,8 @@ class Runner:
                 self.now(),
                 key=self.executor.chain_key,
             )
-            if not self.repository.compare_and_set(conn, record_id, **move.cas):
+            if not self.repository.move_and_append(conn, record_id, move.entry, **move.cas):
                 raise ConcurrentUpdate()
-            self.repository.append(conn, move.entry)
         except WorkflowError as refused:
             log.info(
                 "%s %s: %s by %s refused: %s",
@@ -431,13 +426,10 @@ class Runner:
         a record that fails a check is refused and the rest go on. Returns the moved records'
         new values and the refusals, in the order given."""
         d = self.definition
-        if self.machine.serialised_by is not None and conn.dialect.name == "postgresql":
-            # Every value of the chunk locked first, in one order, then the rows.
-            column = self.machine.serialised_by
-            found = self.repository.load_many(conn, record_ids)
-            for value in sorted({str(r[column]) for r in found.values()}):
-                lock_value(conn, value)
-        records = self.repository.load_many(conn, record_ids, lock=True)
+        # Every value of the chunk locked first, in one order, then the rows.
+        records = self.repository.load_many_to_change(
+            conn, record_ids, serialised_by=self.machine.serialised_by
+        )
         now = self.now()
         moves: list[Move] = []
         refused: list[BulkRefusal] = []
@@ -455,9 +447,8 @@ class Runner:
             except WorkflowError as exc:
                 refused.append(BulkRefusal(record_id=record_id, code=exc.code, message=str(exc)))
         cas = [{"record_id": m.entry["record_id"], **m.cas} for m in moves]
-        if not self.repository.move_many(conn, cas):
+        if moves and not self.repository.move_many_and_append(conn, cas, [m.entry for m in moves]):
             raise ConcurrentUpdate()
-        self.repository.append_many(conn, [m.entry for m in moves])
         log.info(
             "%s: %s by %s for %d records, %d refused",
             d.name,

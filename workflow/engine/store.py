@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -229,6 +229,45 @@ def _first_line_of(text: str) -> str:
     return lines[0].strip()[:300] if lines else ""
 
 
+_DIRECT_DRIVERS = frozenset({("sqlite", "pysqlite"), ("postgresql", "psycopg")})
+"""The drivers the command path may send its statements to directly (see `direct`)."""
+
+
+def direct(connection: Connection) -> Any | None:
+    """The driver's connection under ``connection``, when the library may send the statements
+    of its command path to it directly; None when they must go through SQLAlchemy.
+
+    They go through SQLAlchemy whenever anything could observe them there: a listener on the
+    connection, its engine or its dialect (a host's instrumentation: ``before_cursor_execute``,
+    ``after_cursor_execute``, ``handle_error``, ``begin``, ``commit``, ...), or an engine that
+    logs its statements (``echo``). Checked at every statement, so a listener added at any time
+    sees the next one. Otherwise SQLAlchemy's per-statement machinery (result and execution
+    context, event dispatch) would be most of a command's cost and serve nobody. Only for the
+    drivers the library is tested with (sqlite3, psycopg 3), never for an asyncio adapter.
+    """
+    dialect = connection.dialect
+    if (
+        connection._has_events
+        or connection.engine._has_events
+        or dialect._has_events
+        or connection._echo
+        or dialect.is_async
+        or (dialect.name, dialect.driver) not in _DIRECT_DRIVERS
+    ):
+        return None
+    return connection.connection.dbapi_connection
+
+
+def driver_failed(
+    connection: Connection, exc: BaseException, statement: str, parameters: Any, cursor: Any
+) -> NoReturn:
+    """Raise a driver error of a statement sent directly as SQLAlchemy raises its own: wrapped
+    in its `DBAPIError` subclass, and with a lost connection invalidated (and the pool's older
+    connections with it), so the next checkout gets a new one. It is SQLAlchemy's own handling
+    of the statements it sends."""
+    connection._handle_dbapi_exception(exc, statement, parameters, cursor, None)
+
+
 def _raw(connection: Connection) -> Any:
     dbapi = connection.connection.dbapi_connection
     assert dbapi is not None
@@ -309,13 +348,22 @@ def sqlite_transaction(
     IMMEDIATE, so it is begun here, and the driver then commits or rolls back what was begun.
     On a host's engine the library's settings hold for this transaction only.
     """
-    names = () if is_library_engine(connection.engine) else tuple(_SQLITE_SETTINGS)
-    with _sqlite_settings(connection, names), connection.begin():
-        if write:
-            _lock_for_writing(connection, lock_table)
-        elif not _in_transaction(connection):
-            _run_raw(connection, "BEGIN")
+    if is_library_engine(connection.engine):
+        # Its connections carry the settings already: nothing to set or put back.
+        with connection.begin():
+            _begin_sqlite(connection, write=write, lock_table=lock_table)
+            yield
+        return
+    with _sqlite_settings(connection, tuple(_SQLITE_SETTINGS)), connection.begin():
+        _begin_sqlite(connection, write=write, lock_table=lock_table)
         yield
+
+
+def _begin_sqlite(connection: Connection, *, write: bool, lock_table: str | None) -> None:
+    if write:
+        _lock_for_writing(connection, lock_table)
+    elif not _in_transaction(connection):
+        _run_raw(connection, "BEGIN")
 
 
 class Store:
@@ -348,6 +396,7 @@ class Store:
             raise
         # Whether the engine's connections carry the library's settings already.
         self._set_up = is_library_engine(self.engine)
+        self._sqlite = self.engine.dialect.name == "sqlite"
 
     @property
     def session(self) -> Session | None:
@@ -387,7 +436,14 @@ class Store:
                     yield conn
                 return
             with self.engine.connect() as conn:
-                if self.dialect == "sqlite":
+                if self._sqlite:
+                    if self._set_up:
+                        # The library's own engine (the common case, inlined): its connections
+                        # carry the settings already.
+                        with conn.begin():
+                            _begin_sqlite(conn, write=write, lock_table=self.lock_table)
+                            yield conn
+                        return
                     with sqlite_transaction(conn, write=write, lock_table=self.lock_table):
                         yield conn
                     return
@@ -440,14 +496,20 @@ class Store:
             yield conn
 
 
+LOCK_PREFIX = "idcard:"
+"""Put before a value to make the key of its lock (`lock_value`): other programs' advisory
+locks on the same database stay clear of the library's."""
+
+
 def lock_value(connection: Connection, value: str) -> None:
     """Hold a lock on ``value`` until the transaction ends; a second transaction locking the
     same value waits. PostgreSQL's transaction-scoped advisory lock (taken again by the same
-    transaction, it is already held); SQLite has one writer at a time and needs none."""
+    transaction, it is already held) on ``hashtextextended(LOCK_PREFIX || value, 0)``, as the
+    command path's reads take it too; SQLite has one writer at a time and needs none."""
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql(
             "SELECT pg_advisory_xact_lock(hashtextextended(%(value)s, 0))",
-            {"value": "idcard:" + value},
+            {"value": LOCK_PREFIX + value},
         )
 
 
