@@ -259,7 +259,11 @@ def direct(connection: Connection) -> Any | None:
 
 
 def driver_failed(
-    connection: Connection, exc: BaseException, statement: str, parameters: Any, cursor: Any
+    connection: Connection,
+    exc: BaseException,
+    statement: str | None,
+    parameters: Any,
+    cursor: Any,
 ) -> NoReturn:
     """Raise a driver error of a statement sent directly as SQLAlchemy raises its own: wrapped
     in its `DBAPIError` subclass, and with a lost connection invalidated (and the pool's older
