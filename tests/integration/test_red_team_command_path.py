@@ -9,17 +9,17 @@ same rows. An attack the library withstands is a regression test; one it does no
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 import workflow as wf
 from tests.integration.test_red_team import app_engine
-from tests.support import Clock, clerk, form, postgres_url, reviewer
+from tests.support import Clock, clerk, drive, form, postgres_url, reviewer
 from workflow.engine import store
 
 __all__ = ["app_engine"]  # the application role's engine, a fixture of the red team's
@@ -81,9 +81,13 @@ def test_a_value_the_driver_can_not_read_is_a_storage_error_on_both_paths(
             )
         one = _failure(lambda: flow.approve(views[0].id, actor=reviewer()))
         many = _failure(lambda: flow.fire_many([views[1].id], "approve", actor=reviewer()))
-        assert one == many == (
-            "StorageError",
-            "database error: DataError: timestamp too large (after year 10K): 'infinity'",
+        assert (
+            one
+            == many
+            == (
+                "StorageError",
+                "database error: DataError: timestamp too large (after year 10K): 'infinity'",
+            )
         )
         # Nothing moved, and the engine's connections still work.
         with engine.connect() as conn:
@@ -93,3 +97,52 @@ def test_a_value_the_driver_can_not_read_is_a_storage_error_on_both_paths(
         assert [tuple(s) for s in states] == [("transmitted", 2)] * 2
         other = flow.submit(form(n=3), actor=clerk())
         assert flow.transmit(other.id, actor=clerk()).version == 2
+
+
+# == 2. What a host configures ===================================================================
+
+
+def _counts(db_url: str) -> tuple[int, ...]:
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return tuple(
+                int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one())
+                for table in ("idcard_applications", "idcard_transition_log", "idcard_outbox")
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_schema_translate_map_for_the_librarys_tables_is_refused(
+    db_url: str, clock: Clock
+) -> None:
+    """``schema_translate_map={None: "tenant"}`` renders every table without a schema in
+    ``tenant``: SQLAlchemy's statements honour it, the command path's (rendered once, sent as
+    text) do not, so a command would write one schema and read another. Refused with a
+    `ConfigurationError` naming the option, whether the engine, the host's later update of
+    it or a `Session`'s connection carries it; a map that leaves the library's tables alone is
+    the host's business."""
+    before = _counts(db_url)
+    engine = wf.create_engine(db_url)
+    try:
+        translated = engine.execution_options(schema_translate_map={None: "tenant"})
+        with pytest.raises(wf.ConfigurationError, match="schema_translate_map"):
+            wf.Workflow(translated, clock=clock)
+        with wf.Workflow(engine, clock=clock) as flow:
+            view = drive(flow, "submitted", n=1)
+            engine.update_execution_options(schema_translate_map={None: "tenant"})
+            with pytest.raises(wf.ConfigurationError, match="schema_translate_map"):
+                flow.transmit(view.id, actor=clerk())
+            engine.update_execution_options(schema_translate_map={"reports": "reports_2026"})
+            assert flow.transmit(view.id, actor=clerk()).version == 2
+        with Session(engine) as session:
+            session.connection(execution_options={"schema_translate_map": {None: "tenant"}})
+            flow = wf.Workflow(session, clock=clock)
+            with pytest.raises(wf.ConfigurationError, match="schema_translate_map"):
+                flow.submit(form(n=2), actor=clerk())
+            session.commit()
+    finally:
+        engine.dispose()
+    applications, history, outbox = before
+    assert _counts(db_url) == (applications + 1, history + 2, outbox + 2)

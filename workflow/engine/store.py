@@ -394,6 +394,7 @@ class Store:
             raise ConfigurationError(_wrong_bind(bind))
         try:
             _refuse_asyncio_driver(self.engine)
+            refuse_schema_translation(self.engine.get_execution_options())
             require_existing_database(self.engine)
         except ConfigurationError:
             self.close()
@@ -440,6 +441,7 @@ class Store:
                     yield conn
                 return
             with self.engine.connect() as conn:
+                refuse_schema_translation(conn.get_execution_options())
                 if self._sqlite:
                     if self._set_up:
                         # The library's own engine (the common case, inlined): its connections
@@ -478,6 +480,7 @@ class Store:
         # a savepoint, so a refused command leaves the caller's transaction as it was.
         session.flush()
         conn = session.connection()
+        refuse_schema_translation(conn.get_execution_options())
         if self.dialect != "sqlite" and _autocommits(conn):
             raise ConfigurationError(
                 "the Session's connection is in AUTOCOMMIT mode, so the library's writes would "
@@ -514,6 +517,22 @@ def lock_value(connection: Connection, value: str) -> None:
         connection.exec_driver_sql(
             "SELECT pg_advisory_xact_lock(hashtextextended(%(value)s, 0))",
             {"value": LOCK_PREFIX + value},
+        )
+
+
+def refuse_schema_translation(options: Mapping[str, Any]) -> None:
+    """Raise `ConfigurationError` for execution options whose ``schema_translate_map`` puts
+    the library's tables (which have no schema) in another schema. SQLAlchemy renders the
+    statements it compiles with the map; the command path's statements and the library's
+    transaction control are rendered once and sent as text, so a command would read one
+    schema and write another."""
+    translated = (options.get("schema_translate_map") or {}).get(None)
+    if translated is not None:
+        raise ConfigurationError(
+            f"schema_translate_map sends the library's tables to schema {translated!r}, "
+            "which the library's own statements do not follow: name the schema in the "
+            "connection's search path instead (PostgreSQL: connect_args={'options': "
+            f"'-csearch_path={translated}'}}), and run workflow.upgrade there"
         )
 
 
