@@ -146,3 +146,40 @@ def test_a_schema_translate_map_for_the_librarys_tables_is_refused(
         engine.dispose()
     applications, history, outbox = before
     assert _counts(db_url) == (applications + 1, history + 2, outbox + 2)
+
+
+def _every_kind_of_write(flow: wf.Workflow, n: int) -> list[Any]:
+    """A creation and a move with request ids, a bulk move, a reaction between machines:
+    each statement the command path sends, and the library's others."""
+    view = flow.submit(form(n=n), actor=clerk(), request_id=f"submit-{n}")
+    moved = flow.transmit(view.id, actor=clerk(), request_id=f"transmit-{n}")
+    others = [flow.submit(form(n=n + k), actor=clerk()).id for k in (1, 2)]
+    report = flow.fire_many(others, "transmit", actor=clerk())
+    replacement = flow.submit(form(wf.Kind.REPLACEMENT, n=n + 3), actor=clerk())
+    return [moved.state, len(report.succeeded), flow.is_reported_lost(replacement.citizen_id)]
+
+
+@pytest.mark.parametrize(
+    "options", [{"stream_results": True}, {"yield_per": 10}], ids=["stream_results", "yield_per"]
+)
+def test_a_host_that_streams_its_results_runs_commands_on_both_paths(
+    engine: sa.Engine, clock: Clock, options: dict[str, Any]
+) -> None:
+    """``stream_results`` (or ``yield_per``) set on the host's engine asks SQLAlchemy for a
+    server-side cursor for every statement, an INSERT's too, which PostgreSQL refuses
+    ("DECLARE ... CURSOR FOR INSERT"). The direct path never streams: without a listener the
+    commands worked, and the host's instrumentation switched on made every one of them fail.
+    The library's own transactions don't stream, on either path; the host's Session keeps
+    its option."""
+    streaming = engine.execution_options(**options)
+    with wf.Workflow(streaming, clock=clock) as flow:
+        assert _every_kind_of_write(flow, 10) == ["transmitted", 2, True]
+        assert flow.verify().ok
+    with Session(engine) as session:
+        session.connection(execution_options=options)
+        flow = wf.Workflow(session, clock=clock)
+        assert _every_kind_of_write(flow, 20) == ["transmitted", 2, True]
+        assert session.connection().get_execution_options().items() >= options.items()
+        session.commit()
+    with wf.Workflow(engine, clock=clock) as flow:
+        assert flow.verify().records == 10  # five records each: three, a replacement, its report
