@@ -9,6 +9,7 @@ same rows. An attack the library withstands is a regression test; one it does no
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -183,3 +184,28 @@ def test_a_host_that_streams_its_results_runs_commands_on_both_paths(
         session.commit()
     with wf.Workflow(engine, clock=clock) as flow:
         assert flow.verify().records == 10  # five records each: three, a replacement, its report
+
+
+@on_postgres
+def test_a_hosts_own_uuid_loader_does_not_make_records_not_found(
+    engine: sa.Engine, clock: Clock
+) -> None:
+    """A host that has psycopg load UUIDs as text on its connections (a loader registered
+    when a connection opens: a pool event, so the driver is still used directly) gets
+    strings where SQLAlchemy would hand UUIDs. A bulk command looked its records up by the
+    ids the host gave: every one of them came out ``not_found``."""
+    from psycopg.types.string import TextLoader
+
+    @event.listens_for(engine, "connect")
+    def _uuids_as_text(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.adapters.register_loader("uuid", TextLoader)
+
+    engine.dispose()  # connections from now on load UUIDs as text
+    with wf.Workflow(engine, clock=clock) as flow:
+        ids = [flow.submit(form(n=n), actor=clerk()).id for n in (1, 2, 3)]
+        assert flow.transmit(ids[0], actor=clerk()).state == "transmitted"
+        report = flow.fire_many([*ids[1:], uuid.uuid4()], "transmit", actor=clerk())
+        assert sorted(report.succeeded) == sorted(ids[1:])
+        assert [r.code for r in report.refused] == ["not_found"]
+        assert {flow.get(i).state for i in ids} == {"transmitted"}
+        assert flow.verify().ok

@@ -324,7 +324,9 @@ class Repository:
         if statement is None:
             statement = self._many_to_change[key] = self._loading_many(key, postgres)
         found = statement.rows(conn, {"record_ids": list(record_ids)})
-        return {row["id"]: row for row in found}
+        # Keyed by UUID whatever the driver hands back: a host may have psycopg load UUIDs as
+        # text on its connections, and the caller looks its records up by UUID.
+        return {_as_uuid(row["id"]): row for row in found}
 
     def _loading_many(self, serialised_by: str | None, postgres: bool) -> Prepared:
         t = self.table
