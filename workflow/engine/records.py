@@ -102,7 +102,7 @@ class Prepared:
         else:
             cursor = _send(conn, dbapi, rendered.sql, values)
             reading = rendered.reading(conn.dialect, cursor)
-            fetched = cursor.fetchall()
+            fetched = _fetch(conn, cursor)
         keys, readers = reading
         rows = [dict(zip(keys, row, strict=True)) for row in fetched]
         for row in rows:
@@ -133,6 +133,18 @@ def _send(conn: Connection, dbapi: Any, sql: str, values: Any, *, many: bool = F
         info.pop(_CURSOR, None)
         driver_failed(conn, exc, sql, values, cursor)
     return cursor
+
+
+def _fetch(conn: Connection, cursor: Any) -> list[Any]:
+    """The rows of a statement `_send` ran. psycopg converts each value as it hands the rows
+    over, so reading them can fail after the statement ran (a time past year 9999, which the
+    database keeps and Python can't): handled as SQLAlchemy handles a failed fetch, which
+    names no statement."""
+    try:
+        return list(cursor.fetchall())
+    except conn.dialect.loaded_dbapi.Error as exc:
+        conn.connection.info.pop(_CURSOR, None)
+        driver_failed(conn, exc, None, None, cursor)
 
 
 _CURSOR = "idcard_workflow.cursor"
@@ -312,7 +324,9 @@ class Repository:
         if statement is None:
             statement = self._many_to_change[key] = self._loading_many(key, postgres)
         found = statement.rows(conn, {"record_ids": list(record_ids)})
-        return {row["id"]: row for row in found}
+        # Keyed by UUID whatever the driver hands back: a host may have psycopg load UUIDs as
+        # text on its connections, and the caller looks its records up by UUID.
+        return {_as_uuid(row["id"]): row for row in found}
 
     def _loading_many(self, serialised_by: str | None, postgres: bool) -> Prepared:
         t = self.table

@@ -259,7 +259,11 @@ def direct(connection: Connection) -> Any | None:
 
 
 def driver_failed(
-    connection: Connection, exc: BaseException, statement: str, parameters: Any, cursor: Any
+    connection: Connection,
+    exc: BaseException,
+    statement: str | None,
+    parameters: Any,
+    cursor: Any,
 ) -> NoReturn:
     """Raise a driver error of a statement sent directly as SQLAlchemy raises its own: wrapped
     in its `DBAPIError` subclass, and with a lost connection invalidated (and the pool's older
@@ -390,6 +394,7 @@ class Store:
             raise ConfigurationError(_wrong_bind(bind))
         try:
             _refuse_asyncio_driver(self.engine)
+            refuse_schema_translation(self.engine.get_execution_options())
             require_existing_database(self.engine)
         except ConfigurationError:
             self.close()
@@ -436,6 +441,7 @@ class Store:
                     yield conn
                 return
             with self.engine.connect() as conn:
+                _library_options(conn)  # this Connection is the library's: nothing to put back
                 if self._sqlite:
                     if self._set_up:
                         # The library's own engine (the common case, inlined): its connections
@@ -480,20 +486,26 @@ class Store:
                 "commit at once whatever the host does; give the Session an engine or "
                 "connection with a transaction isolation level (the default)"
             )
-        if not write:
-            yield conn
-            return
-        if self.dialect == "sqlite":
-            # Only the wait for the lock is the library's: busy_timeout is put back at once.
-            with _sqlite_settings(conn, ("busy_timeout",)):
-                _lock_for_writing(conn, self.lock_table)
-        elif self.dialect == "postgresql":
-            # The host's transaction now carries the library's writes: its commit must reach
-            # the disk. Raised for that transaction only, outside the savepoint so a refused
-            # command does not take it back; the host's lock timeout stays the host's.
-            conn.exec_driver_sql(SYNCHRONOUS_COMMIT_ON)
-        with session.begin_nested():
-            yield conn
+        hosts = _library_options(conn)
+        try:
+            if not write:
+                yield conn
+                return
+            if self.dialect == "sqlite":
+                # Only the wait for the lock is the library's: busy_timeout is put back at once.
+                with _sqlite_settings(conn, ("busy_timeout",)):
+                    _lock_for_writing(conn, self.lock_table)
+            elif self.dialect == "postgresql":
+                # The host's transaction now carries the library's writes: its commit must
+                # reach the disk. Raised for that transaction only, outside the savepoint so a
+                # refused command does not take it back; the host's lock timeout stays the
+                # host's.
+                conn.exec_driver_sql(SYNCHRONOUS_COMMIT_ON)
+            with session.begin_nested():
+                yield conn
+        finally:
+            if hosts:
+                conn.execution_options(**hosts)
 
 
 LOCK_PREFIX = "idcard:"
@@ -510,6 +522,46 @@ def lock_value(connection: Connection, value: str) -> None:
         connection.exec_driver_sql(
             "SELECT pg_advisory_xact_lock(hashtextextended(%(value)s, 0))",
             {"value": LOCK_PREFIX + value},
+        )
+
+
+_STREAMING = ("stream_results", "yield_per")
+"""Execution options that ask SQLAlchemy for a server-side cursor for every statement."""
+
+
+def _library_options(connection: Connection) -> dict[str, Any]:
+    """Check the execution options of the connection the library is about to use, and turn
+    off for it those its statements can't run with; the host's values of those, to put back
+    on a connection that is the host's (empty when none was changed, as on most engines).
+
+    A ``schema_translate_map`` for the library's tables is refused (`refuse_schema_translation`).
+    ``stream_results`` and ``yield_per`` would make SQLAlchemy open a server-side cursor for
+    each of the library's statements, its INSERTs and UPDATEs too, which PostgreSQL refuses;
+    the command path's statements sent directly to the driver would run, so a command would
+    work or fail depending on whether anything listens."""
+    options = connection.get_execution_options()
+    if not options:
+        return {}
+    refuse_schema_translation(options)
+    streaming = {name: options[name] for name in _STREAMING if options.get(name)}
+    if streaming:
+        connection.execution_options(stream_results=False, yield_per=None)
+    return streaming
+
+
+def refuse_schema_translation(options: Mapping[str, Any]) -> None:
+    """Raise `ConfigurationError` for execution options whose ``schema_translate_map`` puts
+    the library's tables (which have no schema) in another schema. SQLAlchemy renders the
+    statements it compiles with the map; the command path's statements and the library's
+    transaction control are rendered once and sent as text, so a command would read one
+    schema and write another."""
+    translated = (options.get("schema_translate_map") or {}).get(None)
+    if translated is not None:
+        raise ConfigurationError(
+            f"schema_translate_map sends the library's tables to schema {translated!r}, "
+            "which the library's own statements do not follow: name the schema in the "
+            "connection's search path instead (PostgreSQL: connect_args={'options': "
+            f"'-csearch_path={translated}'}}), and run workflow.upgrade there"
         )
 
 
