@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,14 +37,80 @@ CHAINED_FIELDS = (
 
 def canonical(entry: Mapping[str, Any], previous: str | None) -> bytes:
     """The bytes hashed for ``entry``: sorted-key compact JSON, times as UTC ISO 8601 with
-    microseconds, ids as strings."""
-    content: dict[str, Any] = {name: entry[name] for name in CHAINED_FIELDS}
-    at = content["at"]
+    microseconds, ids as strings.
+
+    Written out key by key in sorted order rather than as one sorted dict (verification hashes
+    every row of the database): the bytes are those of `json.dumps` of the row's content with
+    ``sort_keys=True, separators=(",", ":"), ensure_ascii=False``, for every value. A value of
+    a type the library never writes takes that very call."""
+    actor_id = entry["actor_id"]
+    actor_role = entry["actor_role"]
+    actor_unit = entry["actor_unit"]
+    at = entry["at"]
+    details = entry["details"]
+    event = entry["event"]
+    from_state = entry["from_state"]
+    machine = entry["machine"]
+    record_id = entry["record_id"]
+    seq = entry["seq"]
+    to_state = entry["to_state"]
     if not isinstance(at, datetime) or at.utcoffset() is None:
         raise ValueError("a history row's time must be an aware datetime")
-    content["at"] = at.astimezone(UTC).isoformat(timespec="microseconds")
-    content["record_id"] = str(content["record_id"])
-    content["previous"] = previous or ""
+    moment = at.astimezone(UTC).isoformat(timespec="microseconds")
+    identifier = str(record_id)
+    before = previous or ""
+    if (
+        type(seq) is not int
+        or not isinstance(before, str)
+        or not (from_state is None or isinstance(from_state, str))
+        or not all(isinstance(v, str) for v in (actor_id, actor_role, actor_unit, event))
+        or not isinstance(machine, str)
+        or not isinstance(to_state, str)
+    ):
+        return _canonical_dict(entry, moment, identifier, before)
+    return (
+        '{"actor_id":'
+        + _string(actor_id)
+        + ',"actor_role":'
+        + _string(actor_role)
+        + ',"actor_unit":'
+        + _string(actor_unit)
+        + ',"at":'
+        + _string(moment)
+        + ',"details":'
+        + _compact(details)
+        + ',"event":'
+        + _string(event)
+        + ',"from_state":'
+        + ("null" if from_state is None else _string(from_state))
+        + ',"machine":'
+        + _string(machine)
+        + ',"previous":'
+        + _string(before)
+        + ',"record_id":'
+        + _string(identifier)
+        + ',"seq":'
+        + int.__repr__(seq)
+        + ',"to_state":'
+        + _string(to_state)
+        + "}"
+    ).encode()
+
+
+_string: Callable[[str], str] = json.encoder.encode_basestring
+"""A str as JSON with ``ensure_ascii=False``: the function `json.dumps` itself uses."""
+
+_compact = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+"""`json.dumps` with the canonical settings, without building an encoder per call."""
+
+
+def _canonical_dict(entry: Mapping[str, Any], moment: str, identifier: str, before: str) -> bytes:
+    """`canonical` for values of types the library does not write: one sorted dict, so the
+    bytes (or the error) are `json.dumps`'s whatever the values are."""
+    content: dict[str, Any] = {name: entry[name] for name in CHAINED_FIELDS}
+    content["at"] = moment
+    content["record_id"] = identifier
+    content["previous"] = before
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -88,15 +154,32 @@ def identity_digest(
     proves identity and hides nothing from a reader who may read the record; keyed, nobody
     without the key can.
     """
-    content = {
-        "machine": machine,
-        "record_id": str(record_id),
-        "identity": {name: _text(values[name]) for name in columns},
-    }
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = _identity_text(machine, str(record_id), {name: _text(values[name]) for name in columns})
     if key is not None:
         return "hmac-sha256:" + hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _identity_text(machine: str, identifier: str, identity: dict[str, str | None]) -> str:
+    """The canonical JSON of an identity digest's content, written out in sorted key order:
+    `json.dumps` of ``{"machine", "record_id", "identity"}`` with ``sort_keys=True``, compact,
+    ``ensure_ascii=False``, for every value."""
+    if not isinstance(machine, str) or not all(isinstance(name, str) for name in identity):
+        content = {"machine": machine, "record_id": identifier, "identity": identity}
+        return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    fields = ",".join(
+        _string(name) + ":" + ("null" if value is None else _string(value))
+        for name, value in sorted(identity.items())
+    )
+    return (
+        '{"identity":{'
+        + fields
+        + '},"machine":'
+        + _string(machine)
+        + ',"record_id":'
+        + _string(identifier)
+        + "}"
+    )
 
 
 def _text(value: Any) -> str | None:
