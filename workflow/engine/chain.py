@@ -63,45 +63,43 @@ def canonical(entry: Mapping[str, Any], previous: str | None) -> bytes:
         type(seq) is not int
         or not isinstance(before, str)
         or not (from_state is None or isinstance(from_state, str))
-        or not all(isinstance(v, str) for v in (actor_id, actor_role, actor_unit, event))
+        or not isinstance(actor_id, str)
+        or not isinstance(actor_role, str)
+        or not isinstance(actor_unit, str)
+        or not isinstance(event, str)
         or not isinstance(machine, str)
         or not isinstance(to_state, str)
     ):
         return _canonical_dict(entry, moment, identifier, before)
     return (
-        '{"actor_id":'
-        + _string(actor_id)
-        + ',"actor_role":'
-        + _string(actor_role)
-        + ',"actor_unit":'
-        + _string(actor_unit)
-        + ',"at":'
-        + _string(moment)
-        + ',"details":'
-        + _compact(details)
-        + ',"event":'
-        + _string(event)
-        + ',"from_state":'
-        + ("null" if from_state is None else _string(from_state))
-        + ',"machine":'
-        + _string(machine)
-        + ',"previous":'
-        + _string(before)
-        + ',"record_id":'
-        + _string(identifier)
-        + ',"seq":'
-        + int.__repr__(seq)
-        + ',"to_state":'
-        + _string(to_state)
-        + "}"
+        f'{{"actor_id":{_string(actor_id)},"actor_role":{_string(actor_role)},'
+        f'"actor_unit":{_string(actor_unit)},"at":{_string(moment)},'
+        f'"details":{_compact(details)},"event":{_string(event)},'
+        f'"from_state":{"null" if from_state is None else _string(from_state)},'
+        f'"machine":{_string(machine)},"previous":{_string(before)},'
+        f'"record_id":{_string(identifier)},"seq":{int.__repr__(seq)},'
+        f'"to_state":{_string(to_state)}}}'
     ).encode()
 
 
 _string: Callable[[str], str] = json.encoder.encode_basestring
 """A str as JSON with ``ensure_ascii=False``: the function `json.dumps` itself uses."""
 
-_compact = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-"""`json.dumps` with the canonical settings, without building an encoder per call."""
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _compact(value: Any) -> str:
+    """`json.dumps` with the canonical settings (`_ENCODER.encode`), without its Python-level
+    set-up per call: the C encoder it makes, made here directly (a fresh one each time, as
+    `json` makes it, so circular values are still refused the same way)."""
+    if _make_encoder is None or isinstance(value, str):
+        return _ENCODER.encode(value)
+    return "".join(
+        _make_encoder({}, _ENCODER.default, _string, None, ":", ",", True, False, True)(value, 0)
+    )
+
+
+_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
 
 
 def _canonical_dict(entry: Mapping[str, Any], moment: str, identifier: str, before: str) -> bytes:

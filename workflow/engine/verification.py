@@ -20,6 +20,7 @@ from workflow.engine.chain import IDENTITY_FACT, IDENTITY_SINCE, entry_hash, ide
 from workflow.engine.checkpoint import Comparison
 from workflow.engine.decision import shown
 from workflow.engine.definition import Columns, Definition, Guard
+from workflow.engine.reading import MachineReader, Unusual
 from workflow.engine.records import Repository
 from workflow.engine.registry import Machine
 from workflow.engine.store import Store
@@ -307,24 +308,58 @@ def _records_with_history(
 ) -> Iterator[tuple[Mapping[Any, Any], Sequence[Mapping[Any, Any]]] | _Unreadable]:
     after: uuid.UUID | str | None = None
     last: uuid.UUID | str | None
+    reader = _reader(repository)
+    low, high = id_range
     while True:
+        found: Found
         with store.transaction(write=False, snapshot=True) as conn:
             try:
                 if isinstance(after, str):
-                    raise ValueError("the last id read is no UUID")
-                count, last, found = _batch(
-                    conn, repository, record_id, after, batch_size, id_range
-                )
-            except _UNREADABLE:
-                # A planted value somewhere in the batch: read it record by record, so the
-                # records that can be read are checked and the others named.
-                count, last, found = _batch_one_by_one(
+                    raise Unusual("the last id read is no UUID")
+                if record_id is not None:
+                    fast = reader.some(conn, [record_id])
+                else:
+                    fast = reader.page(conn, after, batch_size, low, high)
+                count, last, found = fast.count, fast.last, list(fast.items)
+            except (Unusual, *_UNREADABLE):
+                # A value not of the library's shape somewhere in the batch: read it the
+                # ordinary way, which names what it can't read.
+                count, last, found = _ordinary_batch(
                     conn, repository, record_id, after, batch_size, id_range
                 )
         yield from found
         if record_id is not None or count < batch_size or last is None:
             return
         after = last
+
+
+def _ordinary_batch(
+    conn: Connection,
+    repository: Repository,
+    record_id: uuid.UUID | None,
+    after: uuid.UUID | str | None,
+    batch_size: int,
+    id_range: tuple[uuid.UUID | None, uuid.UUID | None],
+) -> tuple[int, uuid.UUID | str | None, Found]:
+    """A batch read through SQLAlchemy's rows and types; if a value can't be read back, record
+    by record, so the records that can be read are checked and the others named."""
+    try:
+        if isinstance(after, str):
+            raise ValueError("the last id read is no UUID")
+        return _batch(conn, repository, record_id, after, batch_size, id_range)
+    except _UNREADABLE:
+        return _batch_one_by_one(conn, repository, record_id, after, batch_size, id_range)
+
+
+_READERS: dict[int, tuple[Repository, MachineReader]] = {}
+
+
+def _reader(repository: Repository) -> MachineReader:
+    """The repository's reader (its statements are rendered once per process)."""
+    found = _READERS.get(id(repository))
+    if found is None or found[0] is not repository:
+        found = _READERS[id(repository)] = (repository, MachineReader(repository))
+    return found[1]
 
 
 Found = list[tuple[Mapping[Any, Any], Sequence[Mapping[Any, Any]]] | _Unreadable]
