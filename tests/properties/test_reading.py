@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql, sqlite
 
-from workflow.engine.reading import json_document, utc_time
+from workflow.engine.reading import json_document, stored_moment, utc_time
 from workflow.models.base import UTCDateTime
 
 SQLITE = sqlite.dialect()
@@ -149,3 +149,29 @@ documents = st.one_of(
 )
 def test_sqlite_json_documents_read_back_as_sqlalchemy_reads_them(value: Any) -> None:
     same(*reversed(processors(SQLITE, sa.JSON())), value)
+
+
+@SETTINGS
+@given(
+    st.one_of(
+        stored_times,
+        mutated(stored_times),
+        iso_texts,
+        mutated(iso_texts),
+        st.text(max_size=30),
+        st.integers(),
+        st.none(),
+    )
+)
+def test_a_time_read_as_text_is_the_text_the_chain_hashes(value: Any) -> None:
+    """For a value that reads back as a time (the only ones it is asked about: a row's time is
+    converted first), `stored_moment` gives exactly what `canonical` writes for that time, or
+    None."""
+    exact, _ = processors(SQLITE, UTCDateTime())
+    try:
+        time = exact(value)
+    except (TypeError, ValueError):
+        return
+    moment = stored_moment(value)
+    if time is not None and moment is not None:
+        assert moment == time.astimezone(UTC).isoformat(timespec="microseconds")

@@ -35,9 +35,14 @@ CHAINED_FIELDS = (
 """The columns of a history row that its hash covers (all but the surrogate id and the hash)."""
 
 
-def canonical(entry: Mapping[str, Any], previous: str | None) -> bytes:
+def canonical(
+    entry: Mapping[str, Any], previous: str | None, *, moment: str | None = None
+) -> bytes:
     """The bytes hashed for ``entry``: sorted-key compact JSON, times as UTC ISO 8601 with
     microseconds, ids as strings.
+
+    ``moment`` is the row's time already in that form, when the caller read it so from the
+    database (verification does): it must be what ``entry["at"]`` gives.
 
     Written out key by key in sorted order rather than as one sorted dict (verification hashes
     every row of the database): the bytes are those of `json.dumps` of the row's content with
@@ -56,7 +61,8 @@ def canonical(entry: Mapping[str, Any], previous: str | None) -> bytes:
     to_state = entry["to_state"]
     if not isinstance(at, datetime) or at.utcoffset() is None:
         raise ValueError("a history row's time must be an aware datetime")
-    moment = at.astimezone(UTC).isoformat(timespec="microseconds")
+    if moment is None:
+        moment = at.astimezone(UTC).isoformat(timespec="microseconds")
     identifier = str(record_id)
     before = previous or ""
     if (
@@ -71,15 +77,46 @@ def canonical(entry: Mapping[str, Any], previous: str | None) -> bytes:
         or not isinstance(to_state, str)
     ):
         return _canonical_dict(entry, moment, identifier, before)
+    # Who, what and which machine repeat from row to row: their JSON is written once.
+    frame = _FRAMES.get((actor_id, actor_role, actor_unit, event, from_state, machine, to_state))
+    if frame is None:
+        frame = _frame(actor_id, actor_role, actor_unit, event, from_state, machine, to_state)
+    head, middle, tail = frame
     return (
-        f'{{"actor_id":{_string(actor_id)},"actor_role":{_string(actor_role)},'
-        f'"actor_unit":{_string(actor_unit)},"at":{_string(moment)},'
-        f'"details":{_compact(details)},"event":{_string(event)},'
-        f'"from_state":{"null" if from_state is None else _string(from_state)},'
-        f'"machine":{_string(machine)},"previous":{_string(before)},'
-        f'"record_id":{_string(identifier)},"seq":{int.__repr__(seq)},'
-        f'"to_state":{_string(to_state)}}}'
+        f"{head}{_string(moment)},"
+        f'"details":{_compact(details)}{middle}{_string(before)},'
+        f'"record_id":{_string(identifier)},"seq":{int.__repr__(seq)}{tail}'
     ).encode()
+
+
+_FRAMES: dict[tuple[str | None, ...], tuple[str, str, str]] = {}
+"""The JSON around a row's time, details, previous hash, record id and position, by its other
+fields (all str)."""
+
+_FRAMES_AT_MOST = 10_000
+
+
+def _frame(
+    actor_id: str,
+    actor_role: str,
+    actor_unit: str,
+    event: str,
+    from_state: str | None,
+    machine: str,
+    to_state: str,
+) -> tuple[str, str, str]:
+    if len(_FRAMES) >= _FRAMES_AT_MOST:
+        _FRAMES.clear()
+    frame = (
+        f'{{"actor_id":{_string(actor_id)},"actor_role":{_string(actor_role)},'
+        f'"actor_unit":{_string(actor_unit)},"at":',
+        f',"event":{_string(event)},'
+        f'"from_state":{"null" if from_state is None else _string(from_state)},'
+        f'"machine":{_string(machine)},"previous":',
+        f',"to_state":{_string(to_state)}}}',
+    )
+    _FRAMES[(actor_id, actor_role, actor_unit, event, from_state, machine, to_state)] = frame
+    return frame
 
 
 _string: Callable[[str], str] = json.encoder.encode_basestring
@@ -162,31 +199,38 @@ def _identity_text(machine: str, identifier: str, identity: dict[str, str | None
     """The canonical JSON of an identity digest's content, written out in sorted key order:
     `json.dumps` of ``{"machine", "record_id", "identity"}`` with ``sort_keys=True``, compact,
     ``ensure_ascii=False``, for every value."""
-    if not isinstance(machine, str) or not all(isinstance(name, str) for name in identity):
-        content = {"machine": machine, "record_id": identifier, "identity": identity}
-        return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    fields = ",".join(
-        _string(name) + ":" + ("null" if value is None else _string(value))
-        for name, value in sorted(identity.items())
-    )
-    return (
-        '{"identity":{'
-        + fields
-        + '},"machine":'
-        + _string(machine)
-        + ',"record_id":'
-        + _string(identifier)
-        + "}"
-    )
+    if isinstance(machine, str):
+        try:
+            fields = ",".join(
+                [
+                    _string(name) + ":" + ("null" if value is None else _string(value))
+                    for name, value in sorted(identity.items())
+                ]
+            )
+        except TypeError:  # a name that is no str: json.dumps says what it makes of it
+            pass
+        else:
+            return (
+                f'{{"identity":{{{fields}}},"machine":{_string(machine)},'
+                f'"record_id":{_string(identifier)}}}'
+            )
+    content = {"machine": machine, "record_id": identifier, "identity": identity}
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def entry_hash(entry: Mapping[str, Any], previous: str | None, key: bytes | None = None) -> str:
+def entry_hash(
+    entry: Mapping[str, Any],
+    previous: str | None,
+    key: bytes | None = None,
+    *,
+    moment: str | None = None,
+) -> str:
     """The hash of a history row that follows the row whose hash is ``previous``: SHA-256, or
-    HMAC-SHA-256 under the chain key. Both are 64 hex digits."""
+    HMAC-SHA-256 under the chain key. Both are 64 hex digits. ``moment``: see `canonical`."""
     if key is not None:
-        return hmac.new(key, canonical(entry, previous), hashlib.sha256).hexdigest()
-    return hashlib.sha256(canonical(entry, previous)).hexdigest()
+        return hmac.new(key, canonical(entry, previous, moment=moment), hashlib.sha256).hexdigest()
+    return hashlib.sha256(canonical(entry, previous, moment=moment)).hexdigest()

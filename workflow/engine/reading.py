@@ -4,16 +4,20 @@ Verification reads every row of the database, and building SQLAlchemy rows (a `R
 `RowMapping`, each value through its type's processor) was most of its cost. Here a statement
 is rendered once per dialect and run with ``exec_driver_sql``, so SQLAlchemy's events, logging
 and error handling still apply; the rows come back as the driver returns them, and only the
-columns that need it are converted: with the conversion SQLAlchemy itself would apply (a JSON
-document, a decimal, a boolean), so each value is the one a `RowMapping` gives. Times take a
-shorter road to the same value (`utc_time`).
+columns that need it are converted, each to the value SQLAlchemy itself would give (a JSON
+document, a decimal, a boolean, an aware UTC time), some by shorter roads (`utc_time`,
+`json_document`; a test holds them to SQLAlchemy's own).
 
-Ids are the exception: a record's id stays the text the database holds (32 hex digits on
-SQLite, the canonical form on PostgreSQL) and is given as the UUID's canonical text (what
-``str`` of the UUID gives, and what the hash chain hashes); only an id that is reported becomes
-a `UUID`. On SQLite, which keeps any value in any column, a record id that is not 32 lowercase
-hex digits raises `Unusual`: the caller then reads that batch the ordinary way, whose answer is
-the reference.
+- **Ids** stay the text the database holds (32 hex digits on SQLite, the canonical form on
+  PostgreSQL) and are given as the UUID's canonical text (what ``str`` of the UUID gives, and
+  what the hash chain hashes); only an id that is reported becomes a `UUID`. On SQLite, which
+  keeps any value in any column, a record id that is not 32 lowercase hex digits raises
+  `Unusual`: the caller then reads that batch the ordinary way, whose answer is the reference.
+- **A history row's time** also comes as the text the hash chain hashes (`LogRows.moment`):
+  on SQLite from the stored text when it has the library's shape, on PostgreSQL formatted by
+  the server; `None` otherwise, and the chain formats the time itself.
+- **JSON on PostgreSQL** is read as text and parsed here (psycopg would parse bytes, through
+  two more layers), unless the connection was given its own JSON loader.
 
 Generic: works on any machine's table with the `StateRecord` columns, and the shared log.
 """
@@ -23,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,17 +50,26 @@ class Statement:
 
     Parameters go through the type processors SQLAlchemy would apply. `rows` returns the rows
     as the driver does; `processors` gives, for each column that needs one, the conversion
-    SQLAlchemy would apply (none for the columns named ``raw``)."""
+    SQLAlchemy would apply (none for the columns named ``raw``; those named in ``given`` get
+    the conversion given)."""
 
-    def __init__(self, select: sa.Select[Any], *, raw: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        select: sa.Select[Any],
+        *,
+        raw: Sequence[str] = (),
+        given: Mapping[str, Processor] | None = None,
+    ) -> None:
         self.select = select
         self.names = [str(c.key) for c in select.selected_columns]
         self.raw = frozenset(raw)
+        self.given = dict(given or {})
         self._rendered: dict[str, tuple[Any, str, list[str] | None, dict[str, Any]]] = {}
         self._results: dict[str, list[tuple[int, Processor]]] = {}
 
-    def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
-        """Every row of the result, as the driver returns it."""
+    def execute(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+        """The result after executing (read its driver ``cursor``), the SQL and the
+        parameters sent."""
         dialect = conn.dialect
         rendered = self._rendered.get(dialect.name)
         if rendered is None:
@@ -76,13 +89,32 @@ class Statement:
         result = conn.exec_driver_sql(sql, arguments)
         if dialect.name not in self._results:
             self._results[dialect.name] = self._result_processors(dialect, result)
-        cursor = result.cursor
+        return result, sql, arguments
+
+    def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
+        """Every row of the result, as the driver returns it."""
+        result, sql, arguments = self.execute(conn, params)
         try:
             # The driver's own rows: SQLAlchemy's `Row` per row is what this module avoids.
-            return list(cursor.fetchall())
-        except dialect.loaded_dbapi.Error as exc:
-            error = dialect.loaded_dbapi.Error
-            raise sa.exc.DBAPIError.instance(sql, arguments, exc, error, dialect=dialect) from exc
+            return list(result.cursor.fetchall())
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _wrapped(conn.dialect, sql, arguments, exc) from exc
+        finally:
+            result.close()
+
+    def chunks(self, conn: Connection, params: Mapping[str, Any], size: int) -> Iterator[list[Any]]:
+        """The rows of the result ``size`` at a time, as the driver returns them (run on a
+        connection with ``stream_results`` to keep memory flat on PostgreSQL)."""
+        result, sql, arguments = self.execute(conn, params)
+        try:
+            while True:
+                try:
+                    chunk = result.cursor.fetchmany(size)
+                except conn.dialect.loaded_dbapi.Error as exc:
+                    raise _wrapped(conn.dialect, sql, arguments, exc) from exc
+                if not chunk:
+                    return
+                yield list(chunk)
         finally:
             result.close()
 
@@ -98,6 +130,9 @@ class Statement:
         for position, column in enumerate(self.select.selected_columns):
             if column.key in self.raw:
                 continue
+            if column.key in self.given:
+                found.append((position, self.given[str(column.key)]))
+                continue
             coltype = description[position][1] if position < len(description) else None
             processor: Processor | None
             processor = column.type.dialect_impl(dialect).result_processor(dialect, coltype)
@@ -109,6 +144,15 @@ class Statement:
             if processor is not None:
                 found.append((position, processor))
         return found
+
+
+def _wrapped(dialect: Dialect, sql: str, arguments: Any, exc: Exception) -> BaseException:
+    """A driver's error while fetching, as SQLAlchemy wraps one while executing."""
+    error = dialect.loaded_dbapi.Error
+    return sa.exc.DBAPIError.instance(sql, arguments, exc, error, dialect=dialect)
+
+
+# == Conversions ===============================================================================
 
 
 def utc_time(exact: Processor, parse: Processor | None) -> Processor:
@@ -154,7 +198,19 @@ def _parses_iso(parse: Processor) -> bool:
 _from_iso = datetime.fromisoformat
 
 
-def json_document(exact: Processor, dialect: Dialect) -> Processor:
+def stored_moment(value: Any) -> str | None:
+    """The canonical text of a time stored on SQLite as the library stores it
+    (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC), as `workflow.engine.chain.canonical` writes it
+    (the ISO form of the aware UTC time it reads back as); None for any other value."""
+    if type(value) is str and _STORED_TIME.fullmatch(value) is not None:
+        return f"{value[:10]}T{value[11:]}+00:00"
+    return None
+
+
+_STORED_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}")
+
+
+def json_document(exact: Processor, dialect: Dialect | None = None) -> Processor:
     """The conversion of a JSON document stored as text: ``exact`` (SQLAlchemy's own, which
     is ``json.loads`` unless the engine was given its own deserializer), by a shorter road for
     an object or array with nothing around it: the scanner ``json.loads`` itself runs, without
@@ -194,6 +250,49 @@ def shown_id(stored: Any, dialect: str) -> str:
     return stored
 
 
+# == Selecting =================================================================================
+
+
+def json_as_text(conn: Connection) -> bool:
+    """Whether JSON columns are read as text and parsed here: on PostgreSQL when psycopg's JSON
+    loader is ``json.loads`` (the default; a host may give its own, and SQLAlchemy gives it the
+    engine's ``json_deserializer``), where psycopg hands ``json.loads`` the document as bytes.
+    PostgreSQL's json text is valid UTF-8 without a byte order mark, so both read the same."""
+    if conn.dialect.name != "postgresql":
+        return False
+    try:
+        adapters = conn.connection.dbapi_connection.adapters  # type: ignore[union-attr]
+        loader = adapters.get_loader(adapters.types["json"].oid, 0)  # 0: text format
+    except (AttributeError, KeyError, TypeError):
+        return False
+    return getattr(loader, "_loads", None) is json.loads
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The columns of a table as bulk reading selects them on one dialect."""
+
+    columns: list[sa.ColumnElement[Any]]
+    raw: list[str]
+    given: dict[str, Processor]
+
+
+def selection(table: sa.Table, dialect: str, *, text_json: bool, ids: Sequence[str]) -> Selection:
+    """Every column of ``table``: the UUID columns named in ``ids`` as stored text (raw), and
+    with ``text_json`` its JSON columns as text, parsed by `json_document`."""
+    columns: list[sa.ColumnElement[Any]] = []
+    given: dict[str, Processor] = {}
+    for column in table.columns:
+        if column.key in ids:
+            columns.append(stored_text(column, dialect))
+        elif text_json and isinstance(column.type, sa.JSON):
+            columns.append(sa.cast(column, sa.Text).label(column.key))
+            given[column.key] = json_document(json.loads)
+        else:
+            columns.append(column)
+    return Selection(columns, list(ids), given)
+
+
 def stored_text(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[Any]:
     """A UUID column as the text the database holds: SQLite's is text already (and a value
     planted there must come back as it is); PostgreSQL's is cast."""
@@ -217,76 +316,122 @@ LOG_COLUMNS = (
     "details",
     "hash",
 )
-"""The log's columns, in the order `log_row` reads them."""
+"""The log's columns, in the order `LogRows` reads them (the table's own order)."""
+
+_AT, _DETAILS, _MOMENT = LOG_COLUMNS.index("at"), LOG_COLUMNS.index("details"), len(LOG_COLUMNS)
+
+MOMENT_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'
+"""PostgreSQL's ``to_char`` pattern of a UTC time as `workflow.engine.chain.canonical` writes
+it."""
 
 
-def log_columns(log: sa.Table, dialect: str) -> list[sa.ColumnElement[Any]]:
-    """The log's columns to select for `log_row`, its record id as stored text."""
-    return [
-        stored_text(log.c[name], dialect) if name == "record_id" else log.c[name]
-        for name in LOG_COLUMNS
-    ]
+class LogRows:
+    """History rows as bulk reading selects and converts them, on one dialect: the log's
+    columns, its record id as stored text, and on PostgreSQL the time as the chain's text."""
+
+    def __init__(self, log: sa.Table, dialect: str, *, text_json: bool) -> None:
+        assert tuple(c.key for c in log.columns) == LOG_COLUMNS
+        chosen = selection(log, dialect, text_json=text_json, ids=["record_id"])
+        self.columns = chosen.columns
+        self.raw = chosen.raw
+        if dialect == "postgresql":
+            # Formatted by the server as `canonical` formats a time. Only a time psycopg can
+            # read back reaches the chain: one outside its range fails the fetch itself.
+            utc = sa.func.timezone("UTC", log.c.at)
+            self.columns.append(sa.func.to_char(utc, MOMENT_FORMAT).label("moment"))
+            self.raw.append("moment")
+        self.given = chosen.given
+        self.sqlite = dialect == "sqlite"
+        self.at: Processor | None = None
+        self.details: Processor | None = None
+
+    def statement(self, query: sa.Select[Any]) -> Statement:
+        """``query`` (a select of `columns`) as a `Statement`."""
+        return Statement(query, raw=self.raw, given=self.given)
+
+    def bind(self, statement: Statement, dialect: Dialect) -> None:
+        """Take the conversions of ``at`` and ``details`` (once ``statement`` has run)."""
+        found = dict(statement.processors(dialect))
+        self.at = found.get(_AT)
+        self.details = found.get(_DETAILS)
+
+    def row(self, values: Sequence[Any], record_id: str) -> dict[str, Any]:
+        """A history row as verification reads it: each column by name, ``at`` and
+        ``details`` converted, the record id given (as canonical text)."""
+        at, details = self.at, self.details
+        assert at is not None  # every UTCDateTime column has a conversion (`utc_time`)
+        facts = values[_DETAILS]
+        return {
+            "id": values[0],
+            "machine": values[1],
+            "record_id": record_id,
+            "seq": values[3],
+            "event": values[4],
+            "from_state": values[5],
+            "to_state": values[6],
+            "actor_id": values[7],
+            "actor_role": values[8],
+            "actor_unit": values[9],
+            "at": at(values[_AT]),
+            "details": facts if details is None else details(facts),
+            "hash": values[12],
+        }
+
+    def moment(self, values: Sequence[Any]) -> str | None:
+        """The row's time as the hash chain writes it, read from the database (only for a
+        row `row` has converted); None when the chain must format it from ``at``."""
+        if self.sqlite:
+            return stored_moment(values[_AT])
+        moment = values[_MOMENT]
+        return moment if type(moment) is str else None
 
 
-def log_row(
-    values: Sequence[Any], at: Processor, details: Processor | None, record_id: Any
-) -> dict[str, Any]:
-    """A history row as verification reads it: each column by name, ``at`` and ``details``
-    converted, the record id given."""
-    (
-        row_id,
-        machine,
-        _,
-        seq,
-        event,
-        from_state,
-        to_state,
-        actor_id,
-        actor_role,
-        actor_unit,
-        moment,
-        facts,
-        row_hash,
-    ) = values
-    return {
-        "id": row_id,
-        "machine": machine,
-        "record_id": record_id,
-        "seq": seq,
-        "event": event,
-        "from_state": from_state,
-        "to_state": to_state,
-        "actor_id": actor_id,
-        "actor_role": actor_role,
-        "actor_unit": actor_unit,
-        "at": at(moment),
-        "details": facts if details is None else details(facts),
-        "hash": row_hash,
-    }
+# == Batches of records ========================================================================
 
-
-def log_processors(statement: Statement, dialect: Dialect) -> tuple[Processor, Processor | None]:
-    """The conversions of ``at`` and ``details`` for rows of a statement made by
-    `log_columns`."""
-    found = dict(statement.processors(dialect))
-    at = found.get(LOG_COLUMNS.index("at"))
-    assert at is not None  # every UTCDateTime column has one (`utc_time`)
-    return at, found.get(LOG_COLUMNS.index("details"))
-
-
-Item = tuple[dict[str, Any], list[dict[str, Any]]]
-"""A record (its columns by name, its id as canonical text) and its history rows, in order."""
+Item = tuple[dict[str, Any], list[dict[str, Any]], list[str | None]]
+"""A record (its columns by name, its id as canonical text), its history rows in order, and
+each row's time as the hash chain writes it (None: formatted from the row)."""
 
 
 @dataclass
 class Batch:
-    """One batch of records with their histories."""
+    """One batch of records with their history rows, as the driver returned them.
 
-    items: list[Item] = field(default_factory=list)
-    count: int = 0
-    """How many records the query returned."""
-    last: uuid.UUID | None = None
-    """The last record's id (where the next page starts)."""
+    `items` converts them one record at a time, as they are checked: converted values live
+    only as long as their record's check, so the garbage collector's young generation frees
+    them (a whole converted batch would outlive several collections and be promoted, and
+    full collections would then grow with the batches)."""
+
+    ids: list[str] = field(default_factory=list)
+    """The records' ids, as canonical text, in order."""
+    records: list[Any] = field(default_factory=list)
+    histories: dict[Any, list[Any]] = field(default_factory=dict)
+    """Each record's history rows, by its id as stored."""
+    convert_record: Callable[[Any], dict[str, Any]] | None = None
+    log: LogRows | None = None
+    stored_position: int = 0
+
+    @property
+    def count(self) -> int:
+        """How many records the query returned."""
+        return len(self.records)
+
+    @property
+    def last(self) -> uuid.UUID | None:
+        """The last record's id (where the next page starts)."""
+        return uuid.UUID(self.ids[-1]) if self.ids else None
+
+    def items(self) -> Iterator[Item]:
+        """Each record with its history, converted (a value that can't be read back raises
+        what SQLAlchemy raises for it)."""
+        convert, log = self.convert_record, self.log
+        for shown, values in zip(self.ids, self.records, strict=True):
+            assert convert is not None and log is not None
+            record = convert(values)
+            record["id"] = shown
+            stored = self.histories.get(values[self.stored_position], ())
+            rows = [log.row(row, shown) for row in stored]
+            yield record, rows, [log.moment(row) for row in stored]
 
 
 class MachineReader:
@@ -299,14 +444,15 @@ class MachineReader:
     def __init__(self, repository: Repository) -> None:
         self.repository = repository
         self._statements: dict[tuple[Any, ...], Statement] = {}
+        self._logs: dict[tuple[str, bool], LogRows] = {}
 
-    def _records(self, dialect: str, shape: tuple[Any, ...]) -> Statement:
-        key = ("records", dialect, shape)
+    def _records(self, dialect: str, text_json: bool, shape: tuple[Any, ...]) -> Statement:
+        key = ("records", dialect, text_json, shape)
         statement = self._statements.get(key)
         if statement is None:
             t = self.repository.table
-            columns = [stored_text(c, dialect) if c.key == "id" else c for c in t.columns]
-            query = sa.select(*columns).order_by(t.c.id)
+            chosen = selection(t, dialect, text_json=text_json, ids=["id"])
+            query = sa.select(*chosen.columns).order_by(t.c.id)
             if shape[0] == "page":
                 _, after, low, high = shape
                 query = query.limit(sa.bindparam("limit"))
@@ -318,16 +464,27 @@ class MachineReader:
                     query = query.where(t.c.id < sa.bindparam("high", type_=t.c.id.type))
             else:
                 query = query.where(t.c.id.in_(_id_binds(t.c.id, shape[1])))
-            statement = self._statements[key] = Statement(query, raw=["id"])
+            statement = Statement(query, raw=chosen.raw, given=chosen.given)
+            self._statements[key] = statement
         return statement
 
-    def _history(self, dialect: str, shape: tuple[Any, ...]) -> Statement:
-        key = ("history", dialect, shape)
+    def log(self, dialect: str, text_json: bool) -> LogRows:
+        """How history rows are selected and converted on ``dialect``."""
+        found = self._logs.get((dialect, text_json))
+        if found is None:
+            found = self._logs[(dialect, text_json)] = LogRows(
+                self.repository.log, dialect, text_json=text_json
+            )
+        return found
+
+    def _history(self, dialect: str, text_json: bool, shape: tuple[Any, ...]) -> Statement:
+        key = ("history", dialect, text_json, shape)
         statement = self._statements.get(key)
         if statement is None:
             log = self.repository.log
+            rows = self.log(dialect, text_json)
             query = (
-                sa.select(*log_columns(log, dialect))
+                sa.select(*rows.columns)
                 .where(log.c.machine == sa.bindparam("machine"))
                 .order_by(log.c.record_id, log.c.seq)
             )
@@ -338,7 +495,7 @@ class MachineReader:
                 )
             else:
                 query = query.where(log.c.record_id.in_(_id_binds(log.c.record_id, shape[1])))
-            statement = self._statements[key] = Statement(query, raw=["record_id"])
+            statement = self._statements[key] = rows.statement(query)
         return statement
 
     def page(
@@ -351,70 +508,75 @@ class MachineReader:
     ) -> Batch:
         """The next ``limit`` records after ``after`` (within ``low``, included, and ``high``,
         excluded), with their histories."""
-        dialect = conn.dialect.name
+        dialect, text_json = conn.dialect.name, json_as_text(conn)
         shape = ("page", after is not None, low is not None, high is not None)
         params = {"limit": limit, "after": after, "low": low, "high": high}
-        records, stored = self._converted(conn, self._records(dialect, shape), params)
-        if not records:
-            return Batch()
-        first, last = uuid.UUID(records[0]["id"]), uuid.UUID(records[-1]["id"])
-        history = {"machine": self.repository.machine, "first": first, "last": last}
-        items = self._joined(conn, self._history(dialect, ("range",)), history, records, stored)
-        return Batch(items, len(records), last)
+        batch = self._read_records(conn, self._records(dialect, text_json, shape), params)
+        if batch.ids:
+            first, last = uuid.UUID(batch.ids[0]), uuid.UUID(batch.ids[-1])
+            history = {"machine": self.repository.machine, "first": first, "last": last}
+            statement = self._history(dialect, text_json, ("range",))
+            self._read_history(conn, statement, self.log(dialect, text_json), history, batch)
+        return batch
 
     def some(self, conn: Connection, ids: Sequence[uuid.UUID]) -> Batch:
         """The records with these ids (those that exist), in id order, with their histories."""
         if not ids:
             return Batch()
-        dialect = conn.dialect.name
+        dialect, text_json = conn.dialect.name, json_as_text(conn)
         bound = {f"id_{n}": value for n, value in enumerate(ids)}
-        records, stored = self._converted(conn, self._records(dialect, ("some", len(ids))), bound)
-        history = {"machine": self.repository.machine, **bound}
-        statement = self._history(dialect, ("some", len(ids)))
-        items = self._joined(conn, statement, history, records, stored)
-        return Batch(items, len(records), uuid.UUID(records[-1]["id"]) if records else None)
+        statement = self._records(dialect, text_json, ("some", len(ids)))
+        batch = self._read_records(conn, statement, bound)
+        if batch.ids:
+            history = {"machine": self.repository.machine, **bound}
+            statement = self._history(dialect, text_json, ("some", len(ids)))
+            self._read_history(conn, statement, self.log(dialect, text_json), history, batch)
+        return batch
 
-    def _converted(
+    def _read_records(
         self, conn: Connection, statement: Statement, params: Mapping[str, Any]
-    ) -> tuple[list[dict[str, Any]], list[Any]]:
-        """The records, each id as its canonical text, and their ids as stored."""
+    ) -> Batch:
+        """The records as stored; their ids checked and shown (`Unusual` if one is not of the
+        shape the library writes)."""
         dialect = conn.dialect.name
         stored = statement.rows(conn, params)
         names = statement.names
         position = names.index("id")
+        ids = [shown_id(values[position], dialect) for values in stored]
         processors = [(names[i], p, i) for i, p in statement.processors(conn.dialect)]
-        records: list[dict[str, Any]] = []
-        for values in stored:
+
+        def convert(values: Sequence[Any]) -> dict[str, Any]:
             record: dict[str, Any] = dict(zip(names, values, strict=True))
             for name, processor, index in processors:
                 record[name] = processor(values[index])
-            record["id"] = shown_id(values[position], dialect)
-            records.append(record)
-        return records, [values[position] for values in stored]
+            return record
 
-    def _joined(
+        return Batch(ids, stored, {}, convert, stored_position=position)
+
+    def _read_history(
         self,
         conn: Connection,
         statement: Statement,
+        log: LogRows,
         params: Mapping[str, Any],
-        records: list[dict[str, Any]],
-        stored: list[Any],
-    ) -> list[Item]:
-        """Each record with its history rows: those whose record id is stored exactly as the
-        record's own (as an ``IN`` list of the ids selects them). Rows of records not in the
-        batch (histories without a record, which a range reads too) are left out:
+        batch: Batch,
+    ) -> None:
+        """The history rows of the batch's records: those whose record id is stored exactly as
+        the record's own (as an ``IN`` list of the ids selects them). Rows of records not in
+        the batch (histories without a record, which a range reads too) are left out:
         verification names those separately."""
-        histories: dict[Any, tuple[str, list[dict[str, Any]]]] = {
-            key: (record["id"], []) for key, record in zip(stored, records, strict=True)
+        histories: dict[Any, list[Any]] = {
+            values[batch.stored_position]: [] for values in batch.records
         }
         rows = statement.rows(conn, params)
-        at, details = log_processors(statement, conn.dialect)
+        log.bind(statement, conn.dialect)
         position = LOG_COLUMNS.index("record_id")
         for values in rows:
             found = histories.get(values[position])
             if found is not None:
-                found[1].append(log_row(values, at, details, found[0]))
-        return [(record, histories[key][1]) for key, record in zip(stored, records, strict=True)]
+                found.append(values)
+        batch.histories = histories
+        batch.log = log
 
 
 def _id_binds(column: sa.ColumnElement[Any], count: int) -> list[sa.BindParameter[Any]]:

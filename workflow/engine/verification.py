@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +20,7 @@ from sqlalchemy.engine import Connection
 from workflow.engine.chain import IDENTITY_FACT, IDENTITY_SINCE, entry_hash, identity_digest
 from workflow.engine.checkpoint import Comparison
 from workflow.engine.decision import shown
-from workflow.engine.definition import Columns, Definition, Guard
+from workflow.engine.definition import Definition, Guard
 from workflow.engine.reading import MachineReader, Unusual
 from workflow.engine.records import Repository
 from workflow.engine.registry import Machine
@@ -126,7 +127,7 @@ def verify(
         if isinstance(item, _Unreadable):
             which, found = item.record_id, (item.seq, "malformed_row", item.detail)
         else:
-            record, history = item
+            record, history, moments = item
             which = record["id"]
             rows += len(history)
             try:
@@ -137,6 +138,7 @@ def verify(
                     key=key,
                     plain_through=plain_through,
                     marks=marks,
+                    moments=moments,
                 )
             except Exception as exc:  # a planted value must name its record, not stop the audit
                 found = None, "malformed_row", f"{type(exc).__name__} while checking it"
@@ -305,29 +307,48 @@ def _records_with_history(
     record_id: uuid.UUID | None,
     batch_size: int,
     id_range: tuple[uuid.UUID | None, uuid.UUID | None] = (None, None),
-) -> Iterator[tuple[Mapping[Any, Any], Sequence[Mapping[Any, Any]]] | _Unreadable]:
+) -> Iterator[Item | _Unreadable]:
+    """Every record in id order (or the one) with its history, batch by batch, each batch in
+    one read transaction, its records yielded as they are converted."""
     after: uuid.UUID | str | None = None
-    last: uuid.UUID | str | None
     reader = _reader(repository)
     low, high = id_range
     while True:
-        found: Found
         with store.transaction(write=False, snapshot=True) as conn:
             try:
                 if isinstance(after, str):
                     raise Unusual("the last id read is no UUID")
                 if record_id is not None:
-                    fast = reader.some(conn, [record_id])
+                    batch = reader.some(conn, [record_id])
                 else:
-                    fast = reader.page(conn, after, batch_size, low, high)
-                count, last, found = fast.count, fast.last, list(fast.items)
+                    batch = reader.page(conn, after, batch_size, low, high)
             except (Unusual, *_UNREADABLE):
-                # A value not of the library's shape somewhere in the batch: read it the
-                # ordinary way, which names what it can't read.
+                # A value not of the library's shape in the batch: read it the ordinary way,
+                # which names what it can't read.
                 count, last, found = _ordinary_batch(
                     conn, repository, record_id, after, batch_size, id_range
                 )
-        yield from found
+                yield from found
+            else:
+                count, last = batch.count, batch.last
+                done = 0
+                items = batch.items()
+                while True:
+                    try:
+                        item = next(items)
+                    except StopIteration:
+                        break
+                    except _UNREADABLE:
+                        # A value that can't be read back: the ordinary way would have read
+                        # the batch record by record, so the rest of it is read so.
+                        rest = uuid.UUID(batch.ids[done - 1]) if done else after
+                        _, _, found = _batch_one_by_one(
+                            conn, repository, record_id, rest, batch_size - done, id_range
+                        )
+                        yield from found
+                        break
+                    done += 1
+                    yield item
         if record_id is not None or count < batch_size or last is None:
             return
         after = last
@@ -362,7 +383,11 @@ def _reader(repository: Repository) -> MachineReader:
     return found[1]
 
 
-Found = list[tuple[Mapping[Any, Any], Sequence[Mapping[Any, Any]]] | _Unreadable]
+Item = tuple[Mapping[Any, Any], Sequence[Mapping[Any, Any]], Sequence[str | None] | None]
+"""A record, its history rows, and each row's time as the hash chain writes it (None: to be
+formatted from the row)."""
+
+Found = list[Item | _Unreadable]
 """A batch as verification reads it: each record with its history, or what made it unreadable."""
 
 
@@ -386,7 +411,7 @@ def _batch(
         key: list(group)
         for key, group in groupby(repository.histories(conn, ids), key=lambda row: row["record_id"])
     }
-    found: Found = [(record, histories.get(record["id"], [])) for record in batch]
+    found: Found = [(record, histories.get(record["id"], []), None) for record in batch]
     return len(batch), ids[-1] if ids else None, found
 
 
@@ -439,7 +464,7 @@ def _batch_one_by_one(
             )
             continue
         if record is not None:
-            found.append((record, history))
+            found.append((record, history, None))
     return len(stored), last, found
 
 
@@ -476,7 +501,7 @@ class _Actor:
 
 def _creation_problem(
     definition: Definition,
-    values: Columns,
+    values: Any,
     record: Mapping[Any, Any],
     row: Mapping[Any, Any],
     actor: _Actor,
@@ -525,7 +550,7 @@ def _after(row: Mapping[Any, Any], revision: str, marks: Mapping[str, int] | Non
 
 
 def _proves(
-    guard: Guard, values: Columns, row: Mapping[Any, Any], marks: Mapping[str, int] | None
+    guard: Guard, values: Any, row: Mapping[Any, Any], marks: Mapping[str, int] | None
 ) -> bool:
     """Whether the row's recorded facts show the guard held (and, for a row written after the
     guard's revision, that they are all there)."""
@@ -541,13 +566,17 @@ def _proves(
 
 
 def _hash_problem(
-    row: Mapping[Any, Any], previous: str | None, key: bytes | None, plain_through: int | None
+    row: Mapping[Any, Any],
+    previous: str | None,
+    key: bytes | None,
+    plain_through: int | None,
+    moment: str | None = None,
 ) -> tuple[str, str] | None:
-    if row["hash"] == entry_hash(row, previous, key):
+    if row["hash"] == entry_hash(row, previous, key, moment=moment):
         return None
     if key is None:
         return "hash_mismatch", ""
-    if row["hash"] == entry_hash(row, previous):
+    if row["hash"] == entry_hash(row, previous, moment=moment):
         if plain_through is not None and int(row["id"]) <= plain_through:
             return None  # written before the move to the key, and covered by the checkpoint
         return "unkeyed_row", ""
@@ -562,11 +591,13 @@ def check_record(
     key: bytes | None = None,
     plain_through: int | None = None,
     marks: Mapping[str, int] | None = None,
+    moments: Sequence[str | None] | None = None,
 ) -> tuple[int | None, str, str] | None:
     """The first problem of one record and its history as ``(seq, problem, detail)``, or None.
 
     ``marks`` (revision: the last row written before it) say which rows must carry the facts
-    that revision began recording; without them, every row must.
+    that revision began recording; without them, every row must. ``moments``: each row's time
+    as the hash chain writes it, when it was read so (`workflow.engine.reading`).
 
     The history is replayed through the definition from the initial state: each row must be
     chained to the one before (under the chain ``key`` when given; rows whose id is at most
@@ -576,7 +607,9 @@ def check_record(
     """
     if not history:
         return None, "missing_history", ""
-    values = Columns(record)
+    # The record's columns as attributes, for guards, permissions and facts: a namespace
+    # (`Columns` looks each one up through __getattr__, several times per record).
+    values = SimpleNamespace(**record)
     state: str | None = None
     previous: str | None = None
     for position, row in enumerate(history, start=1):
@@ -589,9 +622,11 @@ def check_record(
             )
         if seq != position:
             return seq, "sequence_broken", f"expected position {position}"
-        found = _hash_problem(row, previous, key, plain_through)
-        if found is not None:
-            return seq, *found
+        moment = None if moments is None else moments[position - 1]
+        if row["hash"] != entry_hash(row, previous, key, moment=moment):
+            found = _hash_problem(row, previous, key, plain_through, moment)
+            if found is not None:
+                return seq, *found
         actor = _Actor(row)
         if position == 1:
             if (row["event"], row["from_state"], row["to_state"]) != (
@@ -624,9 +659,11 @@ def check_record(
                     return seq, "guard_not_proven", guard.name
             if definition.history_facts is not None:
                 derived = definition.history_facts(transition.event, history[: position - 1])
-                wrong = sorted(k for k, v in derived.items() if row["details"].get(k) != v)
-                if wrong:
-                    return seq, "facts_contradicted", ", ".join(wrong)
+                if derived:
+                    details = row["details"]
+                    wrong = sorted(k for k, v in derived.items() if details.get(k) != v)
+                    if wrong:
+                        return seq, "facts_contradicted", ", ".join(wrong)
         state = row["to_state"]
         previous = row["hash"]
     last = int(history[-1]["seq"])
@@ -643,7 +680,7 @@ def check_record(
         return None, "chain_head_mismatch", ""
     if definition.history_columns is not None:
         expected = definition.history_columns(history)
-        changed = sorted(k for k, v in expected.items() if record[k] != v)
+        changed = [k for k, v in expected.items() if record[k] != v]
         if changed:
-            return None, "columns_changed", ", ".join(changed)
+            return None, "columns_changed", ", ".join(sorted(changed))
     return None
