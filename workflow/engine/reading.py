@@ -102,21 +102,17 @@ class Statement:
         finally:
             result.close()
 
-    def chunks(self, conn: Connection, params: Mapping[str, Any], size: int) -> Iterator[list[Any]]:
-        """The rows of the result ``size`` at a time, as the driver returns them (run on a
-        connection with ``stream_results`` to keep memory flat on PostgreSQL)."""
-        result, sql, arguments = self.execute(conn, params)
-        try:
-            while True:
-                try:
-                    chunk = result.cursor.fetchmany(size)
-                except conn.dialect.loaded_dbapi.Error as exc:
-                    raise _wrapped(conn.dialect, sql, arguments, exc) from exc
-                if not chunk:
-                    return
-                yield list(chunk)
-        finally:
-            result.close()
+    def chunks(
+        self, conn: Connection, params: Mapping[str, Any], size: int
+    ) -> Iterator[Sequence[Any]]:
+        """The rows of the result ``size`` at a time (run on a connection with
+        ``stream_results`` to keep memory flat on PostgreSQL). Fetched through the result, as
+        a server-side cursor's first rows are already in its buffer: rows without conversion,
+        but each a SQLAlchemy `Row`."""
+        result, _, _ = self.execute(conn, params)
+        with result:
+            while chunk := result.fetchmany(size):
+                yield chunk
 
     def processors(self, dialect: Dialect) -> list[tuple[int, Processor]]:
         """``(position, conversion)`` of the columns whose values need converting."""

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Connection
 
 from workflow.engine.chain import IDENTITY_FACT, IDENTITY_SINCE, entry_hash, identity_digest
-from workflow.engine.checkpoint import Comparison
+from workflow.engine.checkpoint import Checkpoint, Comparison, Segment, compare, covered_records
 from workflow.engine.decision import shown
 from workflow.engine.definition import Definition, Guard
 from workflow.engine.reading import MachineReader, Unusual
@@ -123,51 +123,206 @@ def verify(
         records += 1
         if progress is not None and records % batch_size == 0:
             progress(batch_size)
-        found: tuple[int | None, str, str] | None
-        if isinstance(item, _Unreadable):
-            which, found = item.record_id, (item.seq, "malformed_row", item.detail)
-        else:
-            record, history, moments = item
-            which = record["id"]
-            rows += len(history)
-            try:
-                found = check_record(
-                    definition,
-                    record,
-                    history,
-                    key=key,
-                    plain_through=plain_through,
-                    marks=marks,
-                    moments=moments,
-                )
-            except Exception as exc:  # a planted value must name its record, not stop the audit
-                found = None, "malformed_row", f"{type(exc).__name__} while checking it"
-        if found is not None:
-            seq, problem, detail = found
-            broken.append(
-                BrokenRecord(
-                    machine=definition.name,
-                    record_id=which,
-                    seq=seq,
-                    problem=problem,
-                    message=f"{PROBLEMS[problem]}{': ' + detail if detail else ''}",
-                )
-            )
+        rows += _checked(definition, item, broken, key, plain_through, marks)
     if progress is not None and records % batch_size:
         progress(records % batch_size)
     with store.transaction(write=False) as conn:
         orphans = repository.orphan_histories(conn, record_id, id_range=id_range)
-    for orphan_id, first_seq in orphans:
+    broken.extend(_orphan(definition.name, orphan_id, seq) for orphan_id, seq in orphans)
+    return VerificationReport(records=records, rows=rows, broken=broken, keyed=key is not None)
+
+
+def _checked(
+    definition: Definition,
+    item: Item | _Unreadable,
+    broken: list[BrokenRecord],
+    key: bytes | None,
+    plain_through: int | None,
+    marks: Mapping[str, int],
+) -> int:
+    """Check one record read for verification, add what is wrong with it to ``broken``, and
+    return how many history rows it has."""
+    found: tuple[int | None, str, str] | None
+    rows = 0
+    if isinstance(item, _Unreadable):
+        which, found = item.record_id, (item.seq, "malformed_row", item.detail)
+    else:
+        record, history, moments = item
+        which = record["id"]
+        rows = len(history)
+        try:
+            found = check_record(
+                definition,
+                record,
+                history,
+                key=key,
+                plain_through=plain_through,
+                marks=marks,
+                moments=moments,
+            )
+        except Exception as exc:  # a planted value must name its record, not stop the audit
+            found = None, "malformed_row", f"{type(exc).__name__} while checking it"
+    if found is not None:
+        seq, problem, detail = found
         broken.append(
             BrokenRecord(
                 machine=definition.name,
-                record_id=orphan_id,
-                seq=first_seq,
-                problem="history_without_record",
-                message=PROBLEMS["history_without_record"],
+                record_id=which,
+                seq=seq,
+                problem=problem,
+                message=f"{PROBLEMS[problem]}{': ' + detail if detail else ''}",
             )
         )
+    return rows
+
+
+def _orphan(machine: str, record_id: uuid.UUID, seq: int) -> BrokenRecord:
+    return BrokenRecord(
+        machine=machine,
+        record_id=record_id,
+        seq=seq,
+        problem="history_without_record",
+        message=PROBLEMS["history_without_record"],
+    )
+
+
+def verify_records(
+    store: Store,
+    definition: Definition,
+    repository: Repository,
+    record_ids: Sequence[uuid.UUID],
+    *,
+    batch_size: int = 1000,
+    key: bytes | None = None,
+    plain_through: int | None = None,
+    marks: Mapping[str, int],
+    orphans: Mapping[uuid.UUID, int],
+) -> VerificationReport:
+    """Check the records with these ids, in this order, ``batch_size`` at a time: one query
+    for a batch's records and one for their histories, in one read transaction. An id with no
+    record but history rows (``orphans``: their first position by record id) is named
+    ``history_without_record``; one with neither is left out."""
+    records = rows = 0
+    broken: list[BrokenRecord] = []
+    reader = _reader(repository)
+    for start in range(0, len(record_ids), batch_size):
+        chunk = list(record_ids[start : start + batch_size])
+        found: dict[uuid.UUID, Item | _Unreadable] = {}
+        with store.transaction(write=False, snapshot=True) as conn:
+            try:
+                for item in reader.some(conn, chunk).items():
+                    found[uuid.UUID(item[0]["id"])] = item
+            except (Unusual, *_UNREADABLE):
+                # A value not of the library's shape: each record read the ordinary way.
+                found = {}
+                for one in chunk:
+                    for ordinary in _ordinary_batch(conn, repository, one, None, 1, (None, None))[
+                        2
+                    ]:
+                        found[one] = ordinary
+        for one in chunk:
+            got = found.get(one)
+            if got is not None:
+                records += 1
+                rows += _checked(definition, got, broken, key, plain_through, marks)
+            elif one in orphans:
+                broken.append(_orphan(definition.name, one, orphans[one]))
     return VerificationReport(records=records, rows=rows, broken=broken, keyed=key is not None)
+
+
+def verify_since(
+    store: Store,
+    machines: Sequence[Machine[Any, Any]],
+    checkpoint: Checkpoint,
+    *,
+    key: bytes | None,
+    fingerprints: Mapping[str, str],
+    revision: str | None,
+    public_key: Any = None,
+    batch_size: int = 1000,
+    in_segments: Callable[[list[Segment]], bool] | None = None,
+) -> VerificationReport:
+    """Prove the history extends ``checkpoint`` (`workflow.engine.checkpoint.compare`, its
+    covered rows a segment at a time with ``in_segments``), then check in full, in batches,
+    the records that changed after it: those that gained rows, those whose stored state,
+    version or chain head no longer ends where their covered rows end, and the one where the
+    history departs from the checkpoint; name every history without a record. The report
+    counts every record and row of the database, and holds the comparison."""
+    comparison, changed = compare(
+        store,
+        checkpoint,
+        key=key,
+        fingerprints=fingerprints,
+        revision=revision,
+        public_key=public_key,
+        in_segments=in_segments,
+    )
+    departs = comparison.difference
+    if departs is not None and departs.record_id is not None:
+        # Where the history departs from the checkpoint: that record is checked in full too.
+        changed = [*changed, (str(departs.machine), departs.record_id)]
+    by_machine = covered_records(changed)
+    marks = history_marks(store)
+    reports = []
+    for machine in machines:
+        ids = dict.fromkeys(by_machine.get(machine.name, []))
+        off = off_their_history(store, machine.repository, up_to=checkpoint.last_row)
+        ids.update(dict.fromkeys(off))
+        with store.transaction(write=False) as conn:
+            orphans = list(machine.repository.orphan_histories(conn))
+        replayed = verify_records(
+            store,
+            machine.definition,
+            machine.repository,
+            list(ids),
+            batch_size=batch_size,
+            key=key,
+            plain_through=checkpoint.last_row,
+            marks=marks,
+            orphans=dict(orphans),
+        )
+        reports.append(replayed)
+        rest = [_orphan(machine.name, o, seq) for o, seq in orphans if o not in ids]
+        reports.append(VerificationReport(records=0, rows=0, broken=rest))
+    return merge(reports).model_copy(
+        update={
+            "records": count_records(store, machines),
+            "rows": checkpoint.rows + comparison.new_rows,
+            "keyed": key is not None,
+            "checkpoint": comparison,
+        }
+    )
+
+
+def count_records(store: Store, machines: Iterable[Machine[Any, Any]]) -> int:
+    """How many records the machines have."""
+    with store.transaction(write=False) as conn:
+        return sum(
+            int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(m.repository.table)
+                ).scalar_one()
+            )
+            for m in machines
+        )
+
+
+def with_database_checks(
+    store: Store,
+    machines: Sequence[Machine[Any, Any]],
+    report: VerificationReport,
+    *,
+    record_id: uuid.UUID | None = None,
+) -> VerificationReport:
+    """The report with the checks over the whole database added after its records: the
+    machines' audits (each record they find named once, unless the report names it already)
+    and the rows of unknown machines; with ``record_id``, for that record only."""
+    strays = unknown_machines(store, (m.name for m in machines), record_id=record_id)
+    named = [(b.machine, b.record_id) for b in report.broken]
+    found = audit(store, machines, marks=history_marks(store), skip=named, record_id=record_id)
+    if not strays and not found:
+        return report
+    return report.model_copy(update={"broken": [*report.broken, *found, *strays]})
 
 
 SERIALISED_SINCE = "0010"
