@@ -554,6 +554,7 @@ class Workflow:
                 public_key=public_key,
                 batch_size=size,
                 in_segments=in_segments,
+                progress=progress,
             )
         elif one is None and in_processes:
             report = parallel.verify_parallel(

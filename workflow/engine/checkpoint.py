@@ -308,6 +308,7 @@ def scan(
     key: bytes | None,
     anchors_every: int | None = None,
     stop_at: Callable[[int, bytes], bool] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Scan:
     """Fold the covered rows into the digest and check each against its own hash.
 
@@ -324,9 +325,9 @@ def scan(
             ).scalar_one()
         anchors_every = max(1, -(-int(total) // ANCHORS))
     try:
-        return _scan(store, last_row, key, anchors_every, stop_at, fast=True)
+        return _scan(store, last_row, key, anchors_every, stop_at, fast=True, progress=progress)
     except Unusual:
-        return _scan(store, last_row, key, anchors_every, stop_at, fast=False)
+        return _scan(store, last_row, key, anchors_every, stop_at, fast=False, progress=progress)
 
 
 def _scan(
@@ -339,6 +340,7 @@ def _scan(
     fast: bool,
     bounds: Bounds = Bounds(),
     seed: bytes = _SEED,
+    progress: Callable[[int], None] | None = None,
 ) -> Scan:
     digest = seed
     rows = 0
@@ -380,9 +382,17 @@ def _scan(
                         )
                     )
                 previous = (machine, record_id, str(row_hash))
+                if progress is not None and rows % _PROGRESS_EVERY == 0:
+                    progress(rows)
                 if stop_at is not None and stop_at(rows, digest):
                     break
+    if progress is not None:
+        progress(rows)
     return Scan(rows, records, _hex(digest), anchors, bad, segment)
+
+
+_PROGRESS_EVERY = 5000
+"""How many rows a pass checks between two calls of its progress callback."""
 
 
 def _uuid(record_id: Any) -> uuid.UUID:
@@ -560,6 +570,7 @@ def compare(
     revision: str | None,
     public_key: Any = None,
     in_segments: Callable[[list[Segment]], bool] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> tuple[Comparison, list[tuple[str, uuid.UUID]]]:
     """Prove the current history extends ``checkpoint``; the comparison and the records that
     gained rows after it (``(machine, record_id)``, for verification to replay in full).
@@ -567,7 +578,9 @@ def compare(
     ``in_segments`` checks the covered rows a segment at a time (`segments`, `check_segment`:
     side by side, in several processes) and says whether every one holds. When it says so,
     the history extends the checkpoint; otherwise, one pass over every covered row, in order,
-    says where it first departs, as it does without ``in_segments``."""
+    says where it first departs, as it does without ``in_segments``. ``progress`` is called
+    with the number of covered rows checked so far and the number covered, every few
+    thousand rows."""
     signature = check_signature(checkpoint, public_key)
     cut = segments(checkpoint) if in_segments is not None else None
     if in_segments is not None and cut is not None and in_segments(cut):
@@ -597,7 +610,14 @@ def compare(
         return False
 
     try:
-        found = scan(store, checkpoint.last_row, key=key, anchors_every=every, stop_at=stop_at)
+        found = scan(
+            store,
+            checkpoint.last_row,
+            key=key,
+            anchors_every=every,
+            stop_at=stop_at,
+            progress=None if progress is None else lambda n: progress(n, checkpoint.rows),
+        )
     except (TypeError, ValueError, ArithmeticError) as exc:  # SQLite keeps anything
         comparison = Comparison(
             taken_at=checkpoint.taken_at,

@@ -241,13 +241,15 @@ def verify_since(
     public_key: Any = None,
     batch_size: int = 1000,
     in_segments: Callable[[list[Segment]], bool] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> VerificationReport:
     """Prove the history extends ``checkpoint`` (`workflow.engine.checkpoint.compare`, its
     covered rows a segment at a time with ``in_segments``), then check in full, in batches,
     the records that changed after it: those that gained rows, those whose stored state,
     version or chain head no longer ends where their covered rows end, and the one where the
     history departs from the checkpoint; name every history without a record. The report
-    counts every record and row of the database, and holds the comparison."""
+    counts every record and row of the database, and holds the comparison. ``progress``: see
+    `workflow.engine.checkpoint.compare`."""
     comparison, changed = compare(
         store,
         checkpoint,
@@ -256,6 +258,7 @@ def verify_since(
         revision=revision,
         public_key=public_key,
         in_segments=in_segments,
+        progress=progress,
     )
     departs = comparison.difference
     if departs is not None and departs.record_id is not None:
