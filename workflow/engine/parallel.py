@@ -1,9 +1,10 @@
-"""Verification over disjoint ranges of record ids, in several processes at once.
+"""Verification over disjoint ranges of record ids, in several processes at once; and a
+checkpoint's covered rows, a stretch between two of its anchors per task.
 
 Generic: the machines come from a registry named by import path (``"package.module:NAME"``,
 a sequence of `Machine`), which each worker process imports for itself. Verification is
-CPU-bound in Python (replaying, hashing, reading rows back through SQLAlchemy), so threads
-would not help; processes do, up to the number of cores.
+CPU-bound in Python (replaying, hashing, reading the rows back), so threads would not help;
+processes do, up to the number of cores.
 
 The 128-bit id space is cut into ``4 * workers`` equal ranges, handed out to a pool of
 ``workers`` processes started with the "spawn" method (the same on every OS, and safe from a
@@ -14,12 +15,19 @@ one a single process makes: for each machine in the registry's order its damaged
 id order, then its histories without a record. The checks over the whole database (the rows
 of unknown machines, the audits across machines) run once, in the caller's process.
 
+For `verify(since=...)`, `segments_hold` checks the stretches of a checkpoint's covered rows
+(`workflow.engine.checkpoint.segments`) side by side: each folds from one anchor's digest to
+the next's on its own. Only the answer comes back (every stretch holds, or not); when one does
+not, the caller makes one pass over every covered row in order to say where the history
+departs, as one process does.
+
 A failure in a worker comes back as the `WorkflowError` it raised there (`StorageError`,
 `ConcurrentUpdate`, ...), with the cause's first line chained; never a traceback of the child.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import itertools
 import multiprocessing
@@ -352,6 +360,9 @@ _stores: dict[str, Store] = {}
 def _start_worker(counts: Any) -> None:
     global _counts
     _counts = counts
+    # The worker is the library's own process: what the imports made lives as long as it does,
+    # so the garbage collector's full passes need not walk it again and again.
+    gc.freeze()
 
 
 def _described(exc: BaseException) -> str:
