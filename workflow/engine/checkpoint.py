@@ -15,6 +15,9 @@ placed between two anchors; with fewer covered rows than anchors, exactly.
 
 The order is (machine, record id, position), the order of the log's unique index, so one
 streaming pass also checks each row's hash against its content and the previous row's hash.
+The rows are read as the driver returns them (`workflow.engine.reading`). The anchors also cut
+the covered rows into `segments`, each of which folds from one anchor's digest into the next's
+on its own: `check_segment` checks one, so several processes can share a comparison.
 Generic: knows the log table and the machines' definitions it is given, nothing else.
 """
 

@@ -1,7 +1,11 @@
 """Proving a database's histories: replay, guard facts, hash chain, stored state and version.
 
 Generic: works on any machine's `Definition` and `Repository`. Records are read in batches (with
-their histories), so memory stays flat however many there are.
+their histories), so memory stays flat however many there are: as the driver returns them
+(`workflow.engine.reading`), and a batch holding a value of a shape the library never writes
+the ordinary way, through SQLAlchemy's rows, whose reading names what can't be read back
+(`malformed_row`). `verify_since` proves a history against a checkpoint and replays only what
+changed after it; `with_database_checks` adds the checks over the whole database.
 """
 
 from __future__ import annotations
