@@ -19,6 +19,7 @@ import asyncio
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -411,29 +412,19 @@ class AsyncWorkflow:
         process waits for them in a thread, so the event loop runs on meanwhile; ``progress``
         is then called from that thread. A session's transaction is verified in this process,
         as `Workflow` does."""
+        verify = partial(
+            Workflow.verify,
+            record_id=record_id,
+            batch_size=batch_size,
+            since=since,
+            public_key=public_key,
+            workers=workers,
+            progress=progress,
+        )
         if workers != 1 and self._engine is not None and _on_file_or_server(self._engine.url):
             url = _sync_url(self._engine.url)
-            return await asyncio.to_thread(
-                _verify_in_processes,
-                url,
-                self._clock,
-                record_id,
-                batch_size,
-                since,
-                public_key,
-                workers,
-                progress,
-            )
-        return await self._run(
-            lambda f: f.verify(
-                record_id,
-                batch_size=batch_size,
-                since=since,
-                public_key=public_key,
-                workers=workers,
-                progress=progress,
-            )
-        )
+            return await asyncio.to_thread(_on_a_sync_driver, url, self._clock, verify)
+        return await self._run(verify)
 
     async def checkpoint(self, *, signing_key: Any = None) -> Checkpoint:
         """A checkpoint of the history as it stands, signed when ``signing_key`` (an Ed25519
@@ -491,26 +482,11 @@ def _sync_url(url: URL) -> str:
     return url.set(drivername=name).render_as_string(hide_password=False)
 
 
-def _verify_in_processes(
-    url: str,
-    clock: Clock | None,
-    record_id: uuid.UUID | None,
-    batch_size: int,
-    since: Checkpoint | None,
-    public_key: Any,
-    workers: int,
-    progress: Callable[[int, int | None], None] | None,
-) -> VerificationReport:
-    """`Workflow.verify` with workers, on the synchronous driver; in a thread of its own."""
+def _on_a_sync_driver(url: str, clock: Clock | None, call: Callable[[Workflow], T]) -> T:
+    """``call`` on a `Workflow` of its own on ``url`` (a synchronous driver's), closed after:
+    in a thread of its own."""
     with Workflow(url, clock=clock) as flow:
-        return flow.verify(
-            record_id,
-            batch_size=batch_size,
-            since=since,
-            public_key=public_key,
-            workers=workers,
-            progress=progress,
-        )
+        return call(flow)
 
 
 def _wrong_bind(bind: object, extension: ModuleType | None) -> str:

@@ -79,22 +79,22 @@ iso_texts = st.one_of(
     st.datetimes().map(lambda d: d.isoformat(sep=" ", timespec="milliseconds")),
     st.dates().map(str),
 )
+sqlite_time_values = st.one_of(
+    stored_times,
+    mutated(stored_times),
+    iso_texts,
+    mutated(iso_texts),
+    st.text(max_size=30),
+    st.integers(),
+    st.floats(),
+    st.binary(max_size=8),
+    st.none(),
+)
+"""What a SQLite time column may hold: the library's text, near misses, anything."""
 
 
 @SETTINGS
-@given(
-    st.one_of(
-        stored_times,
-        mutated(stored_times),
-        iso_texts,
-        mutated(iso_texts),
-        st.text(max_size=30),
-        st.integers(),
-        st.floats(),
-        st.binary(max_size=8),
-        st.none(),
-    )
-)
+@given(sqlite_time_values)
 def test_sqlite_times_read_back_as_sqlalchemy_reads_them(value: Any) -> None:
     same(*reversed(processors(SQLITE, UTCDateTime())), value)
 
@@ -152,17 +152,7 @@ def test_sqlite_json_documents_read_back_as_sqlalchemy_reads_them(value: Any) ->
 
 
 @SETTINGS
-@given(
-    st.one_of(
-        stored_times,
-        mutated(stored_times),
-        iso_texts,
-        mutated(iso_texts),
-        st.text(max_size=30),
-        st.integers(),
-        st.none(),
-    )
-)
+@given(sqlite_time_values)
 def test_a_time_read_as_text_is_the_text_the_chain_hashes(value: Any) -> None:
     """For a value that reads back as a time (the only ones it is asked about: a row's time is
     converted first), `stored_moment` gives exactly what `canonical` writes for that time, or

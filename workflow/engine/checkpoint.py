@@ -587,55 +587,25 @@ def compare(
     signature = check_signature(checkpoint, public_key)
     cut = segments(checkpoint) if in_segments is not None else None
     if in_segments is not None and cut is not None and in_segments(cut):
-        changed = _changed_records(store, checkpoint.last_row)
-        comparison = Comparison(
-            taken_at=checkpoint.taken_at,
-            last_row=checkpoint.last_row,
-            digest=checkpoint.digest,
-            extends=True,
-            signature=signature,
-            new_rows=_new_rows(store, checkpoint.last_row),
-            changed_records=len(changed),
-            notes=_notes(checkpoint, fingerprints, revision, key),
-        )
-        return comparison, changed
-    every = checkpoint.anchors[0].position if checkpoint.anchors else max(1, checkpoint.rows)
-    expected = {a.position: a for a in checkpoint.anchors}
-    last_good: list[Anchor | None] = [None]
-
-    def stop_at(position: int, digest: bytes) -> bool:
-        anchor = expected.get(position)
-        if anchor is None:
-            return False
-        if anchor.digest != _hex(digest):
-            return True
-        last_good[0] = anchor
-        return False
-
-    try:
-        found = scan(
-            store,
-            checkpoint.last_row,
-            key=key,
-            anchors_every=every,
-            stop_at=stop_at,
-            progress=None if progress is None else lambda n: progress(n, checkpoint.rows),
-        )
-    except (TypeError, ValueError, ArithmeticError) as exc:  # SQLite keeps anything
-        comparison = Comparison(
-            taken_at=checkpoint.taken_at,
-            last_row=checkpoint.last_row,
-            digest=checkpoint.digest,
-            extends=False,
-            signature=signature,
-            difference=Difference(
-                problem="unreadable",
-                message=f"a covered row can't be read back ({type(exc).__name__}): "
-                "run a full verify to name it",
-            ),
-        )
-        return comparison, []
-    difference = _difference(store, checkpoint, found, last_good[0])
+        difference = None
+    else:
+        try:
+            found, last_good = _scan_to_first_difference(store, checkpoint, key, progress)
+        except (TypeError, ValueError, ArithmeticError) as exc:  # SQLite keeps anything
+            comparison = Comparison(
+                taken_at=checkpoint.taken_at,
+                last_row=checkpoint.last_row,
+                digest=checkpoint.digest,
+                extends=False,
+                signature=signature,
+                difference=Difference(
+                    problem="unreadable",
+                    message=f"a covered row can't be read back ({type(exc).__name__}): "
+                    "run a full verify to name it",
+                ),
+            )
+            return comparison, []
+        difference = _difference(store, checkpoint, found, last_good)
     notes = _notes(checkpoint, fingerprints, revision, key)
     changed = _changed_records(store, checkpoint.last_row)
     new_rows = _new_rows(store, checkpoint.last_row)
@@ -651,6 +621,38 @@ def compare(
         notes=notes,
     )
     return comparison, changed
+
+
+def _scan_to_first_difference(
+    store: Store,
+    checkpoint: Checkpoint,
+    key: bytes | None,
+    progress: Callable[[int, int | None], None] | None,
+) -> tuple[Scan, Anchor | None]:
+    """One pass over every covered row in order, stopped at the first anchor whose digest
+    differs; and the last anchor that matched."""
+    every = checkpoint.anchors[0].position if checkpoint.anchors else max(1, checkpoint.rows)
+    expected = {a.position: a for a in checkpoint.anchors}
+    last_good: list[Anchor | None] = [None]
+
+    def stop_at(position: int, digest: bytes) -> bool:
+        anchor = expected.get(position)
+        if anchor is None:
+            return False
+        if anchor.digest != _hex(digest):
+            return True
+        last_good[0] = anchor
+        return False
+
+    found = scan(
+        store,
+        checkpoint.last_row,
+        key=key,
+        anchors_every=every,
+        stop_at=stop_at,
+        progress=None if progress is None else lambda n: progress(n, checkpoint.rows),
+    )
+    return found, last_good[0]
 
 
 def _difference(

@@ -39,7 +39,6 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from workflow.engine.checkpoint import Segment, check_segment
@@ -47,6 +46,7 @@ from workflow.engine.store import DatabaseFailure, Store
 from workflow.engine.verification import (
     BrokenRecord,
     VerificationReport,
+    count_records,
     history_marks,
     verify,
 )
@@ -91,15 +91,7 @@ def runs_in_process(store: Store) -> bool:
 def record_count(store: Store, machines: Sequence[Machine[Any, Any]]) -> int | None:
     """How many records there are, for the progress callback; None if they can't be counted."""
     try:
-        with store.transaction(write=False) as conn:
-            return sum(
-                int(
-                    conn.execute(
-                        sa.select(sa.func.count()).select_from(m.repository.table)
-                    ).scalar_one()
-                )
-                for m in machines
-            )
+        return count_records(store, machines)
     except WorkflowError:
         return None
 

@@ -35,7 +35,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
-from workflow.engine.records import Repository
+from workflow.engine.records import LOG_KEYS, Repository, ids_within
 from workflow.models.base import UTCDateTime
 
 Processor = Callable[[Any], Any]
@@ -297,21 +297,7 @@ def stored_text(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement
     return sa.cast(column, sa.Text).label(column.key)
 
 
-LOG_COLUMNS = (
-    "id",
-    "machine",
-    "record_id",
-    "seq",
-    "event",
-    "from_state",
-    "to_state",
-    "actor_id",
-    "actor_role",
-    "actor_unit",
-    "at",
-    "details",
-    "hash",
-)
+LOG_COLUMNS = ("id", *LOG_KEYS)
 """The log's columns, in the order `LogRows` reads them (the table's own order)."""
 
 _AT, _DETAILS, _MOMENT = LOG_COLUMNS.index("at"), LOG_COLUMNS.index("details"), len(LOG_COLUMNS)
@@ -451,13 +437,13 @@ class MachineReader:
             query = sa.select(*chosen.columns).order_by(t.c.id)
             if shape[0] == "page":
                 _, after, low, high = shape
-                query = query.limit(sa.bindparam("limit"))
-                if after:
-                    query = query.where(t.c.id > sa.bindparam("after", type_=t.c.id.type))
-                if low:
-                    query = query.where(t.c.id >= sa.bindparam("low", type_=t.c.id.type))
-                if high:
-                    query = query.where(t.c.id < sa.bindparam("high", type_=t.c.id.type))
+                query = ids_within(
+                    query.limit(sa.bindparam("limit")),
+                    t.c.id,
+                    after=sa.bindparam("after", type_=t.c.id.type) if after else None,
+                    at_least=sa.bindparam("low", type_=t.c.id.type) if low else None,
+                    before=sa.bindparam("high", type_=t.c.id.type) if high else None,
+                )
             else:
                 query = query.where(t.c.id.in_(_id_binds(t.c.id, shape[1])))
             statement = Statement(query, raw=chosen.raw, given=chosen.given)
