@@ -235,10 +235,26 @@ def test_under_a_chain_key_the_workers_check_the_same_way(
 
 def in_a_terminal(url: str, *args: str) -> tuple[int, str]:
     """Run ``verify`` with its stderr on a pseudo-terminal, as an auditor at a console does:
-    the exit code and what it drew there."""
+    the exit code and what it drew there (read while it runs: a terminal's buffer is small,
+    and a bar redrawn ten times a second would fill it)."""
     import pty
+    import threading
 
     controller, terminal = pty.openpty()
+    drawn: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal's other end is closed: all of it read
+                return
+            if not chunk:
+                return
+            drawn.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
         result = subprocess.run(
             [sys.executable, "-m", "workflow", "--db", url, "verify", *args],
@@ -254,22 +270,11 @@ def in_a_terminal(url: str, *args: str) -> tuple[int, str]:
                 "COLUMNS": "120",
             },
         )
-        os.close(terminal)
-        terminal = -1
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # the terminal's other end is closed: all of it read
-                break
-            if not chunk:
-                break
-            drawn += chunk
     finally:
+        os.close(terminal)
+        reader.join(timeout=10)
         os.close(controller)
-        if terminal >= 0:
-            os.close(terminal)
-    return result.returncode, drawn.decode(errors="replace")
+    return result.returncode, b"".join(drawn).decode(errors="replace")
 
 
 def test_the_cli_draws_a_progress_bar_on_a_terminal_with_and_without_a_checkpoint(
