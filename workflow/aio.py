@@ -15,9 +15,11 @@ away by `AsyncWorkflow.open`); see ``docs/async.md``.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,7 +27,9 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.util import greenlet_spawn
 
+from workflow.engine.checkpoint import Checkpoint
 from workflow.engine.runner import Clock
+from workflow.engine.store import sqlite_file
 from workflow.engine.verification import VerificationReport
 from workflow.errors import ConfigurationError
 from workflow.models.enums import RejectionGround
@@ -388,12 +392,44 @@ class AsyncWorkflow:
         return await self._run(lambda f: f.explain(app_id, actor))
 
     async def verify(
-        self, record_id: uuid.UUID | None = None, *, batch_size: int = 1000
+        self,
+        record_id: uuid.UUID | None = None,
+        *,
+        batch_size: int = 1000,
+        since: Checkpoint | None = None,
+        public_key: Any = None,
+        workers: int = 1,
+        progress: Callable[[int, int | None], None] | None = None,
     ) -> VerificationReport:
         """Check every record's history (or one's), of every machine: replayed through its
         definition, stored state and version equal to the replay's, hash chain intact. An id
-        that names no record and no history raises `NotFound`. See `Workflow.verify`."""
-        return await self._run(lambda f: f.verify(record_id, batch_size=batch_size))
+        that names no record and no history raises `NotFound`. ``since``, ``public_key``,
+        ``workers`` and ``progress``: see `Workflow.verify`.
+
+        With ``workers`` above 1 on an `AsyncEngine`, the worker processes open the database
+        with the synchronous driver of the same family (the URL's ``+aiosqlite`` becomes
+        SQLite's own driver; ``+asyncpg`` and psycopg's async driver become ``+psycopg``), and this
+        process waits for them in a thread, so the event loop runs on meanwhile; ``progress``
+        is then called from that thread. A session's transaction is verified in this process,
+        as `Workflow` does."""
+        verify = partial(
+            Workflow.verify,
+            record_id=record_id,
+            batch_size=batch_size,
+            since=since,
+            public_key=public_key,
+            workers=workers,
+            progress=progress,
+        )
+        if workers != 1 and self._engine is not None and _on_file_or_server(self._engine.url):
+            url = _sync_url(self._engine.url)
+            return await asyncio.to_thread(_on_a_sync_driver, url, self._clock, verify)
+        return await self._run(verify)
+
+    async def checkpoint(self, *, signing_key: Any = None) -> Checkpoint:
+        """A checkpoint of the history as it stands, signed when ``signing_key`` (an Ed25519
+        private key) is given. See `Workflow.checkpoint`."""
+        return await self._run(lambda f: f.checkpoint(signing_key=signing_key))
 
     async def overdue(
         self, as_of: datetime | None = None, *, limit: int = 100
@@ -417,6 +453,40 @@ class AsyncWorkflow:
     async def ack(self, event_ids: Iterable[int]) -> int:
         """Mark these outbox events delivered; returns how many were pending until now."""
         return await self._run(lambda f: f.ack(event_ids))
+
+
+_SYNC_DRIVERS = {
+    "aiosqlite": "pysqlite",
+    "asyncpg": "psycopg",
+    "psycopg_async": "psycopg",
+    "psycopg": "psycopg",  # create_async_engine("postgresql+psycopg://...") is psycopg's async
+}
+"""The synchronous driver worker processes open a database with, for each async driver."""
+
+
+def _on_file_or_server(url: URL) -> bool:
+    """Whether other processes can open the database (not a SQLite in-memory one)."""
+    return url.get_backend_name() != "sqlite" or sqlite_file(url) is not None
+
+
+def _sync_url(url: URL) -> str:
+    """``url`` with the synchronous driver of its family, as a string with its password."""
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    sync = _SYNC_DRIVERS.get(driver)
+    if sync is None:
+        raise ConfigurationError(
+            f"verify(workers=...) has no synchronous driver for {backend}+{driver} to open the "
+            "database with in its worker processes; use workers=1"
+        )
+    name = backend if sync == "pysqlite" else f"{backend}+{sync}"
+    return url.set(drivername=name).render_as_string(hide_password=False)
+
+
+def _on_a_sync_driver(url: str, clock: Clock | None, call: Callable[[Workflow], T]) -> T:
+    """``call`` on a `Workflow` of its own on ``url`` (a synchronous driver's), closed after:
+    in a thread of its own."""
+    with Workflow(url, clock=clock) as flow:
+        return call(flow)
 
 
 def _wrong_bind(bind: object, extension: ModuleType | None) -> str:

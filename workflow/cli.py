@@ -648,7 +648,9 @@ def _auto_workers(flow: wf.Workflow) -> int:
 
 
 @contextmanager
-def _progress_bar(show: bool) -> Iterator[Callable[[int, int | None], None] | None]:
+def _progress_bar(
+    show: bool, unit: str = "records"
+) -> Iterator[Callable[[int, int | None], None] | None]:
     """A progress bar on stderr, when it is a terminal and ``show``; its update callback."""
     console = Console(stderr=True, highlight=False)
     if not show or not console.is_terminal:
@@ -667,7 +669,7 @@ def _progress_bar(show: bool) -> Iterator[Callable[[int, int | None], None] | No
         TextColumn("verifying"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("records"),
+        TextColumn(unit),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
@@ -696,6 +698,7 @@ def verify(
             metavar="N",
             show_default=False,
             help="Processes that verify side by side, each over its own ranges of record ids "
+            "(with --since: the covered rows between two of the checkpoint's anchors) "
             f"(1 to 64; default: the number of CPUs, at most {AUTO_WORKERS_MAX}, or 1 below "
             f"{AUTO_WORKERS_MIN_RECORDS:,} records).",
         ),
@@ -713,8 +716,12 @@ def verify(
     checkpoint, key = read_since(since, public_key)
     with _settings(ctx).workflow() as flow:
         if checkpoint is not None:
-            processes = 1 if workers is None else workers  # validated; --since runs in one
-            report = flow.verify(since=checkpoint, public_key=key, workers=processes)
+            processes = _auto_workers(flow) if workers is None else workers
+            # The covered rows are what takes the time: the bar counts them.
+            with _progress_bar(not as_json, "covered rows") as progress:
+                report = flow.verify(
+                    since=checkpoint, public_key=key, workers=processes, progress=progress
+                )
         else:
             if workers is not None:
                 processes = workers  # validated by verify, also for one record (then unused)

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar, cast
 
-import sqlalchemy as sa
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from sqlalchemy.engine import Connection
 
@@ -38,15 +37,11 @@ from workflow.engine.runner import (
 )
 from workflow.engine.store import Bind, Store
 from workflow.engine.verification import (
-    PROBLEMS,
-    BrokenRecord,
     VerificationReport,
-    audit,
-    history_marks,
     merge,
-    off_their_history,
-    unknown_machines,
     verify,
+    verify_since,
+    with_database_checks,
 )
 from workflow.errors import ConfigurationError, NotFound
 from workflow.machines import MACHINES, REGISTRY, application, loss_report
@@ -523,18 +518,45 @@ class Workflow:
 
         ``workers`` (1 to 64) above 1 verifies the whole database in that many processes,
         each over its own ranges of record ids, with the same report (`workflow.engine.
-        parallel`); a `Session` bind, a SQLite in-memory database, one record or ``since`` is
-        verified in this process. ``progress`` is called as records are checked, with the
-        number checked so far and the number there are (None if unknown)."""
+        parallel`); with ``since``, the rows the checkpoint covers are checked so, a stretch
+        between two of its anchors at a time. A `Session` bind, a SQLite in-memory database
+        or one record is verified in this process. ``progress`` is called as records (with
+        ``since``: covered rows) are checked, with the number checked so far and the number
+        there are (None if unknown)."""
         size = _BATCH.validate_python(batch_size)
         processes = _WORKERS.validate_python(workers)
-        if since is not None:
-            if record_id is not None:
-                raise ValueError("verify takes a record id or a checkpoint (since=), not both")
-            return self._verify_since(since, public_key, size)
+        if since is not None and record_id is not None:
+            raise ValueError("verify takes a record id or a checkpoint (since=), not both")
         one = None if record_id is None else as_record_id(record_id)
         key = self._executor.chain_key
-        if one is None and processes > 1 and not parallel.runs_in_process(self._reads):
+        in_processes = processes > 1 and not parallel.runs_in_process(self._reads)
+        if since is not None:
+            in_segments = None
+            if in_processes:
+
+                def in_segments(cut: list[checkpoints.Segment]) -> bool:
+                    return parallel.segments_hold(
+                        self._reads,
+                        since.last_row,
+                        cut,
+                        workers=processes,
+                        key=key,
+                        progress=progress,
+                    )
+
+            report = verify_since(
+                self._reads,
+                REGISTRY,
+                since,
+                key=key,
+                fingerprints=self._fingerprints(),
+                revision=self._revision(self._reads),
+                public_key=public_key,
+                batch_size=size,
+                in_segments=in_segments,
+                progress=progress,
+            )
+        elif one is None and in_processes:
             report = parallel.verify_parallel(
                 self._reads,
                 REGISTRY,
@@ -560,13 +582,7 @@ class Workflow:
                 )
                 for m in REGISTRY
             )
-        strays = unknown_machines(self._reads, (m.name for m in REGISTRY), record_id=one)
-        named = [(b.machine, b.record_id) for b in report.broken]
-        found = audit(
-            self._reads, REGISTRY, marks=history_marks(self._reads), skip=named, record_id=one
-        )
-        if strays or found:
-            report = report.model_copy(update={"broken": [*report.broken, *found, *strays]})
+        report = with_database_checks(self._reads, REGISTRY, report, record_id=one)
         if one is not None and report.records == 0 and not report.broken:
             raise NotFound(one, machine="record")
         return report
@@ -587,86 +603,6 @@ class Workflow:
             clock=self._executor.now,
             signer=signing_key,
         )
-
-    def _verify_since(
-        self, since: Checkpoint, public_key: Any, batch_size: int
-    ) -> VerificationReport:
-        key = self._executor.chain_key
-        comparison, changed = checkpoints.compare(
-            self._reads,
-            since,
-            key=key,
-            fingerprints=self._fingerprints(),
-            revision=self._revision(self._reads),
-            public_key=public_key,
-        )
-        departs = comparison.difference
-        if departs is not None and departs.record_id is not None:
-            # Where the history departs from the checkpoint: that record is checked in full too.
-            changed = [*changed, (str(departs.machine), departs.record_id)]
-        by_machine = checkpoints.covered_records(changed)
-        reports = []
-        for m in REGISTRY:
-            ids = dict.fromkeys(by_machine.get(m.name, []))
-            ids.update(
-                dict.fromkeys(off_their_history(self._reads, m.repository, up_to=since.last_row))
-            )
-            for one in ids:
-                reports.append(
-                    verify(
-                        self._reads,
-                        m.definition,
-                        m.repository,
-                        record_id=one,
-                        batch_size=batch_size,
-                        key=key,
-                        plain_through=since.last_row,
-                    )
-                )
-            with self._reads.transaction(write=False) as conn:
-                orphans = m.repository.orphan_histories(conn)
-            reports.append(
-                VerificationReport(
-                    records=0,
-                    rows=0,
-                    keyed=key is not None,
-                    broken=[
-                        BrokenRecord(
-                            machine=m.name,
-                            record_id=orphan,
-                            seq=seq,
-                            problem="history_without_record",
-                            message=PROBLEMS["history_without_record"],
-                        )
-                        for orphan, seq in orphans
-                        if orphan not in ids
-                    ],
-                )
-            )
-        report = merge(reports)
-        strays = unknown_machines(self._reads, (m.name for m in REGISTRY))
-        named = [(b.machine, b.record_id) for b in report.broken]
-        found = audit(self._reads, REGISTRY, marks=history_marks(self._reads), skip=named)
-        return report.model_copy(
-            update={
-                "broken": [*report.broken, *found, *strays],
-                "records": self._count_records(),
-                "rows": since.rows + comparison.new_rows,
-                "keyed": key is not None,
-                "checkpoint": comparison,
-            }
-        )
-
-    def _count_records(self) -> int:
-        with self._reads.transaction(write=False) as conn:
-            return sum(
-                int(
-                    conn.execute(
-                        sa.select(sa.func.count()).select_from(m.repository.table)
-                    ).scalar_one()
-                )
-                for m in REGISTRY
-            )
 
     def _revision(self, store: Store | None = None) -> str | None:
         with (store or self._store).transaction(write=False) as conn:

@@ -10,15 +10,16 @@ sizes chosen for it, `verify()` runs in a fresh process that reports its time an
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,7 +27,7 @@ import sqlalchemy as sa
 import workflow as wf
 
 from . import data
-from .common import ROOT, Database, peak_rss_kib, rss_kib, summary
+from .common import ROOT, Database, summary
 
 AS_OF = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SPREAD_SECONDS = 120 * 86_400
@@ -89,6 +90,7 @@ def bench_queries(
     calls: int,
     verify_workers: Sequence[int] = (1,),
     verify_rounds: int = 1,
+    verify_baseline: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     engine = db.engine()
@@ -147,157 +149,138 @@ def bench_queries(
                 )
             overdue.append(row)
             if size in verify_sizes:
-                verifies.append(
-                    bench_verify(db, size, workers=verify_workers, rounds=verify_rounds, log=log)
-                )
+                variants = library_variants(db.url, verify_workers, verify_baseline)
+                found = bench_verify(variants, rounds=verify_rounds, log=log)
+                verifies.append({"applications": size, **found})
     finally:
         flow.close()
         engine.dispose()
     return {"calls": calls, "as_of": AS_OF.isoformat(), "overdue": overdue, "verify": verifies}
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One way of running `verify()`, timed in a fresh process by `verify_child.py`."""
+
+    name: str
+    """What it stands for in the tables ("baseline", "library", ...)."""
+    python: str
+    """The interpreter: its installed `workflow` is the library measured."""
+    workers: int
+    url: str
+    checkpoint: str | None = None
+    """A checkpoint file: ``verify(since=...)``."""
+    library: str = str(ROOT)
+    """The checkout whose `workflow` the interpreter must import (checked in every run)."""
+    database: str = ""
+    """What the database holds, when variants run on several."""
+
+    @property
+    def label(self) -> str:
+        since = "full verify" if self.checkpoint is None else "verify --since"
+        where = f", {self.database}" if self.database else ""
+        return f"{self.name}, {since}, workers={self.workers}{where}"
+
+
+def library_variants(url: str, workers: Sequence[int], baseline: Path | None) -> list[Variant]:
+    """The baseline's verify (one process, when ``baseline`` names its checkout), then this
+    checkout's with each number of ``workers``."""
+    found = []
+    if baseline is not None:
+        python = baseline / ".venv" / "bin" / "python"
+        found.append(Variant("baseline", str(python), 1, url, library=str(baseline.resolve())))
+    found += [Variant("library", sys.executable, w, url) for w in workers]
+    return found
+
+
 def bench_verify(
-    db: Database,
-    size: int,
+    variants: Sequence[Variant],
     *,
-    workers: Sequence[int],
     rounds: int,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """`verify()` with each number of ``workers``, in turns: each round runs every variant once
-    in a fresh process, in the opposite order to the round before. Medians per variant, and the
-    ratio of each round's time to that round's ``workers=1`` time."""
+    """Each variant once per round, each run in a fresh process, in turns: every round in the
+    opposite order to the one before. Medians per variant, and each round's ratio of the first
+    variant's time (the reference: the baseline, when there is one) to the variant's."""
     runs: list[dict[str, Any]] = []
     for number in range(rounds):
-        order = list(workers) if number % 2 == 0 else list(reversed(workers))
-        for w in order:
-            result = verify_in_child(db.url, workers=w)
-            result.update(round=number + 1, workers=w)
+        order = list(variants) if number % 2 == 0 else list(reversed(variants))
+        for variant in order:
+            result = verify_in_child(variant)
+            result.update(
+                round=number + 1,
+                variant=variant.label,
+                loadavg=_loadavg(),
+            )
             runs.append(result)
             log(
-                f"  verify at {size:,}, workers={w} (round {number + 1}/{rounds}): "
-                f"{result['seconds']:.1f} s (CPU {result['cpu_seconds']:.1f} s), "
+                f"  {variant.label} (round {number + 1}/{rounds}): {result['seconds']:.1f} s "
+                f"(CPU {result['cpu_seconds']:.1f} s), {result['records']:,} records, "
                 f"{result['rows']:,} rows, peak RSS {result['peak_rss_kib'] / 1024:.0f} MiB "
-                f"+ workers {result['workers_peak_rss_kib'] / 1024:.0f} MiB "
-                f"(after start-up {result['rss_before_kib'] / 1024:.0f} MiB), ok={result['ok']}"
+                f"+ workers {result['workers_peak_rss_kib'] / 1024:.0f} MiB, "
+                f"ok={result['ok']}, load {result['loadavg']}"
             )
-    first = runs[0]
-    by_workers: dict[str, Any] = {}
-    for w in workers:
-        mine = [r for r in runs if r["workers"] == w]
+    reference = variants[0].label
+    summaries = []
+    for variant in variants:
+        mine = [r for r in runs if r["variant"] == variant.label]
         ratios = [
             base["seconds"] / r["seconds"]
             for r in mine
             for base in runs
-            if base["workers"] == workers[0] and base["round"] == r["round"]
+            if base["variant"] == reference and base["round"] == r["round"]
         ]
-        by_workers[str(w)] = {
-            "seconds": summary([r["seconds"] for r in mine]),
-            "cpu_seconds": summary([r["cpu_seconds"] for r in mine]),
-            "speedup": summary(ratios),
-            "peak_rss_kib": max(r["peak_rss_kib"] for r in mine),
-            "workers_peak_rss_kib": max(r["workers_peak_rss_kib"] for r in mine),
-            "worker_peak_rss_kib": max(r["worker_peak_rss_kib"] for r in mine),
-            "ok": all(r["ok"] for r in mine),
-        }
-    one = [r for r in runs if r["workers"] == workers[0]]
-    return {
-        "applications": size,
-        "records": first["records"],
-        "rows": first["rows"],
-        "ok": all(r["ok"] for r in runs),
-        "broken": max(r["broken"] for r in runs),
-        # The first variant's (workers=1) medians, as the table before parallel verify had them.
-        "seconds": summary([r["seconds"] for r in one])["median"],
-        "rss_before_kib": max(r["rss_before_kib"] for r in one),
-        "peak_rss_kib": max(r["peak_rss_kib"] for r in one),
-        "rounds": rounds,
-        "by_workers": by_workers,
-        "runs": runs,
-    }
-
-
-def verify_in_child(url: str, *, workers: int = 1) -> dict[str, Any]:
-    """Run `verify()` over the whole database in a fresh process; its time and peak RSS, and
-    those of the worker processes it starts."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.benchmarks.queries", url, str(workers)],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-class _ChildrenPeaks:
-    """Samples the peak RSS (VmHWM) of this process's multiprocessing children while they run:
-    the sum of their peaks, and the largest. (``getrusage(RUSAGE_CHILDREN)`` gives only the
-    largest child's, and includes what a child inherits of this process's peak.)"""
-
-    def __init__(self) -> None:
-        self.peaks: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            for child in multiprocessing.active_children():
-                try:
-                    with open(f"/proc/{child.pid}/status") as status:
-                        for line in status:
-                            if line.startswith("VmHWM:"):
-                                peak = int(line.split()[1])
-                                pid = child.pid or 0
-                                self.peaks[pid] = max(self.peaks.get(pid, 0), peak)
-                except OSError:
-                    pass
-
-    def __enter__(self) -> _ChildrenPeaks:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def _child(url: str, workers: int) -> None:
-    flow = wf.Workflow(url)
-    flow.get  # noqa: B018 - everything imported and connected before measuring
-    before, peak_before = rss_kib(), peak_rss_kib()
-    cpu_before = os.times()
-    start = time.perf_counter()
-    with _ChildrenPeaks() as children:
-        report = flow.verify(workers=workers)
-    seconds = time.perf_counter() - start
-    cpu = os.times()
-    cpu_seconds = sum(
-        getattr(cpu, k) - getattr(cpu_before, k)
-        for k in ("user", "system", "children_user", "children_system")
-    )
-    print(
-        json.dumps(
+        summaries.append(
             {
-                "seconds": seconds,
-                "cpu_seconds": cpu_seconds,
-                "workers": workers,
-                "records": report.records,
-                "rows": report.rows,
-                "ok": report.ok,
-                "broken": len(report.broken),
-                "rss_before_kib": before,
-                "peak_before_kib": peak_before,
-                "peak_rss_kib": peak_rss_kib(),
-                "workers_peak_rss_kib": sum(children.peaks.values()),
-                "worker_peak_rss_kib": max(children.peaks.values(), default=0),
-                "worker_processes": len(children.peaks),
+                "variant": variant.label,
+                "name": variant.name,
+                "workers": variant.workers,
+                "since": variant.checkpoint is not None,
+                "database": variant.database,
+                "url": _shown(variant.url),
+                "seconds": summary([r["seconds"] for r in mine]),
+                "cpu_seconds": summary([r["cpu_seconds"] for r in mine]),
+                "speedup": summary(ratios),
+                "rss_before_kib": max(r["rss_before_kib"] for r in mine),
+                "peak_rss_kib": max(r["peak_rss_kib"] for r in mine),
+                "workers_peak_rss_kib": max(r["workers_peak_rss_kib"] for r in mine),
+                "worker_peak_rss_kib": max(r["worker_peak_rss_kib"] for r in mine),
+                "records": mine[0]["records"],
+                "rows": mine[0]["rows"],
+                "changed_records": mine[0]["changed_records"],
+                "ok": all(r["ok"] for r in mine),
+                "broken": max(r["broken"] for r in mine),
             }
         )
+    return {"rounds": rounds, "reference": reference, "variants": summaries, "runs": runs}
+
+
+def _loadavg() -> list[str]:
+    with open("/proc/loadavg") as loadavg:
+        return loadavg.read().split()[:3]
+
+
+def _shown(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+CHILD = Path(__file__).with_name("verify_child.py")
+
+
+def verify_in_child(variant: Variant) -> dict[str, Any]:
+    """Run `verify()` as ``variant`` says in a fresh process; its time and peak RSS, and those
+    of the worker processes it starts. The child runs from a neutral folder, so that the
+    interpreter imports the `workflow` it has installed and nothing else."""
+    arguments = [variant.python, str(CHILD), variant.url, str(variant.workers)]
+    if variant.checkpoint is not None:
+        arguments.append(variant.checkpoint)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        arguments, cwd=tempfile.gettempdir(), env=env, check=True, capture_output=True, text=True
     )
-
-
-if __name__ == "__main__":
-    _child(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 1)
+    found = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    if Path(found["library"]).resolve() != Path(variant.library).resolve():
+        raise RuntimeError(
+            f"{variant.label} ran the library in {found['library']}, not {variant.library}"
+        )
+    return found

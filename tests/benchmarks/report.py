@@ -217,44 +217,38 @@ def tables(results: Sequence[dict[str, Any]]) -> list[tuple[str, list[str], list
     for r in ordered:
         q = r.get("queries")
         for v in (q or {}).get("verify", []):
-            variants = v.get("by_workers") or {
-                "1": {
-                    "seconds": {"median": v["seconds"], "min": v["seconds"], "max": v["seconds"]},
-                    "speedup": {"median": 1.0, "min": 1.0, "max": 1.0},
-                    "peak_rss_kib": v["peak_rss_kib"],
-                    "workers_peak_rss_kib": 0,
-                }
-            }
-            for workers, w in variants.items():
+            for w in v["variants"]:
                 t = w["seconds"]
                 rows.append(
                     [
                         LABELS[r["variant"]],
                         f"{v['applications']:,}",
-                        f"{v['rows']:,}",
-                        workers,
+                        f"{w['rows']:,}",
+                        w["variant"],
                         f"{t['median']:,.1f} s ({t['min']:,.1f}-{t['max']:,.1f})",
-                        f"{v['records'] / t['median']:,.0f}",
+                        f"{w['records'] / t['median']:,.0f}",
                         _ratio(w["speedup"]),
-                        _mib(v["rss_before_kib"]),
+                        f"{w['cpu_seconds']['median']:,.1f} s",
+                        _mib(w["rss_before_kib"]),
                         _mib(w["peak_rss_kib"]),
                         _mib(w["workers_peak_rss_kib"]) if w["workers_peak_rss_kib"] else "-",
-                        "yes" if w.get("ok", v["ok"]) else f"NO ({v['broken']} broken)",
+                        "yes" if w["ok"] else f"NO ({w['broken']} broken)",
                     ]
                 )
     if rows:
         out.append(
             (
                 "verify() over the whole database, in a fresh process: median (min-max) of the "
-                "rounds; speed-up = the round's workers=1 time ÷ this variant's time",
+                "rounds; ratio = the round's first variant's time ÷ this variant's time",
                 [
                     "database",
                     "applications",
                     "history rows",
-                    "workers",
+                    "variant",
                     "time",
                     "records/s",
-                    "speed-up",
+                    "ratio",
+                    "CPU",
                     "RSS before",
                     "peak RSS",
                     "workers' peak RSS (sum)",

@@ -186,7 +186,13 @@ def log(text: str) -> None:
 
 
 def run_variant(
-    variant: str, phases: list[str], scale: Scale, out: Path, keep: bool, revision: str = "head"
+    variant: str,
+    phases: list[str],
+    scale: Scale,
+    out: Path,
+    keep: bool,
+    revision: str = "head",
+    baseline: Path | None = None,
 ) -> dict:
     from .bulk import bench_bulk
     from .memory import bench_memory
@@ -242,6 +248,7 @@ def run_variant(
                         calls=scale.calls,
                         verify_workers=scale.verify_workers,
                         verify_rounds=scale.verify_rounds,
+                        verify_baseline=baseline,
                         log=log,
                     )
                 elif phase == "memory":
@@ -297,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--verify-rounds", type=int, help="rounds of each verify() variant")
     parser.add_argument("--verify-workers", help="comma-separated workers= of verify() to time")
+    parser.add_argument(
+        "--verify-baseline",
+        type=Path,
+        help="another checkout (with its own .venv) whose verify() is timed in turns with this "
+        "one's (see tests/benchmarks/verify.py for kept databases and verify --since)",
+    )
     args = parser.parse_args(argv)
     variants = args.db or [
         v for v in VARIANTS if v != "postgres" or os.environ.get("IDCARD_TEST_DATABASE_URL")
@@ -316,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     from .report import show
 
     for variant in variants:
-        result = run_variant(variant, phases, scale, args.out, args.keep, args.revision)
+        result = run_variant(
+            variant, phases, scale, args.out, args.keep, args.revision, args.verify_baseline
+        )
         result["quick"] = args.quick
         path = args.out / f"results-{variant}.json"
         if args.only and path.exists():

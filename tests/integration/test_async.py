@@ -36,6 +36,7 @@ from tests.support import (
     producer,
     reviewer,
 )
+from workflow.engine.checkpoint import Checkpoint
 from workflow.models.enums import Kind
 
 HOST_NOTES = sa.Table(
@@ -208,6 +209,59 @@ def test_history_verify_and_the_overdue_queries(db_url: str, clock: Clock) -> No
             await flow.verify(uuid.uuid4())
 
     run(db_url, test)
+
+
+def test_checkpoints_and_verify_in_processes_leave_the_event_loop_running(
+    db_url: str, clock: Clock
+) -> None:
+    """`AsyncWorkflow` takes checkpoints and verifies in worker processes, as `Workflow` does,
+    with the same reports; while the workers run, other tasks of the loop go on."""
+
+    async def test(engine: AsyncEngine) -> None:
+        flow = wf.AsyncWorkflow(engine, clock=clock)
+        for n in range(1, 9):
+            await drive(flow, "approved", n=n)
+        checkpoint = await flow.checkpoint()
+        assert isinstance(checkpoint, Checkpoint) and checkpoint.rows == 8 * 3
+        await drive(flow, "submitted", n=9)
+        alone = await flow.verify()
+        ticks = 0
+        done = asyncio.Event()
+
+        async def tick() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.create_task(tick())
+        counted: list[tuple[int, int | None]] = []
+        together = await flow.verify(workers=2, progress=lambda n, of: counted.append((n, of)))
+        since = await flow.verify(since=checkpoint, workers=2)
+        done.set()
+        await ticker
+        assert together.model_dump() == alone.model_dump() and alone.ok
+        assert counted[-1] == (alone.records, alone.records)
+        assert since.ok and since.checkpoint is not None and since.checkpoint.extends
+        assert since.checkpoint.changed_records == 1
+        assert since.model_dump() == (await flow.verify(since=checkpoint)).model_dump()
+        # Starting two interpreters takes a second or more: a loop blocked meanwhile would
+        # have ticked a few times at most.
+        assert ticks > 50, ticks
+
+    run(db_url, test)
+
+
+def test_verify_in_processes_needs_a_synchronous_driver_of_the_same_family() -> None:
+    from sqlalchemy.engine import make_url
+
+    from workflow.aio import _sync_url
+
+    assert _sync_url(make_url("postgresql+asyncpg://a:b@h/d")) == "postgresql+psycopg://a:b@h/d"
+    assert _sync_url(make_url("postgresql+psycopg_async://h/d")) == "postgresql+psycopg://h/d"
+    assert _sync_url(make_url("sqlite+aiosqlite:////tmp/x.db")) == "sqlite:////tmp/x.db"
+    with pytest.raises(wf.ConfigurationError, match="workers=1"):
+        _sync_url(make_url("mysql+aiomysql://h/d"))
 
 
 def test_a_loss_report_and_found_cards(db_url: str, clock: Clock) -> None:

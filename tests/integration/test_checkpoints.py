@@ -377,3 +377,109 @@ def test_moving_a_database_to_a_key_goes_through_a_checkpoint(db_url: str, clock
 def test_a_bad_chain_key_is_a_configuration_error(db_url: str, key: Any) -> None:
     with pytest.raises(wf.ConfigurationError, match="chain key"):
         wf.Workflow(db_url, chain_key=key)
+
+
+# -- the covered rows in several processes, the changed records in batches -------------------
+
+
+def _damaged(case: str, flow: wf.Workflow, apps: list[wf.ApplicationView], raw: sa.Engine) -> None:
+    """One of the checkpoint scenarios, applied after the checkpoint."""
+    if case == "new commands":
+        flow.transmit(apps[3].id, actor=actor_for("transmit", apps[3]))
+        drive(flow, "transmitted", n=90)
+    elif case == "an edited row":
+        with raw.begin() as conn:
+            conn.execute(
+                sa.update(LOG)
+                .where(LOG.c.record_id == apps[0].id, LOG.c.seq == 3)
+                .values(actor_id="someone-else")
+            )
+    elif case == "a deleted record":
+        with raw.begin() as conn:
+            conn.execute(sa.delete(APPLICATIONS).where(APPLICATIONS.c.id == apps[2].id))
+    elif case == "a deleted history":
+        with raw.begin() as conn:
+            conn.execute(sa.delete(LOG).where(LOG.c.record_id == apps[2].id))
+            conn.execute(sa.delete(APPLICATIONS).where(APPLICATIONS.c.id == apps[2].id))
+    elif case == "a rewritten history":
+        rewrite_history(raw, apps[1].id, 2, actor_id="a-clerk-who-never-did-it")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "nothing",
+        "new commands",
+        "an edited row",
+        "a deleted record",
+        "a deleted history",
+        "a rewritten history",
+    ],
+)
+def test_verify_since_in_processes_gives_the_report_of_one_process(
+    flow: wf.Workflow,
+    apps: list[wf.ApplicationView],
+    raw: sa.Engine,
+    case: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With workers, the covered rows are checked a stretch between two anchors at a time in
+    other processes; whatever the history, the report is the one a single process makes."""
+    from workflow.engine import parallel
+
+    for n in range(40, 80):  # more covered rows than anchors: stretches of several rows
+        drive(flow, "approved", n=n)
+    checkpoint = flow.checkpoint()
+    assert 1 < checkpoint.anchors[0].position < checkpoint.rows
+    _damaged(case, flow, apps, raw)
+    held: list[bool] = []
+    real = parallel.segments_hold
+
+    def spied(*args: Any, **kwargs: Any) -> bool:
+        held.append(real(*args, **kwargs))
+        return held[-1]
+
+    monkeypatch.setattr(parallel, "segments_hold", spied)
+    alone = flow.verify(since=checkpoint)
+    together = flow.verify(since=checkpoint, workers=2)
+    assert together.model_dump() == alone.model_dump()
+    # The stretches held exactly when the history extends the checkpoint (otherwise one pass
+    # in order said where it departs).
+    assert held == [alone.checkpoint is not None and alone.checkpoint.extends]
+
+
+def test_a_hand_made_checkpoint_with_anchors_out_of_order_is_compared_in_one_pass(
+    flow: wf.Workflow, apps: list[wf.ApplicationView]
+) -> None:
+    checkpoint = flow.checkpoint()
+    shuffled = checkpoint.model_copy(update={"anchors": checkpoint.anchors[::-1]})
+    report = flow.verify(since=shuffled, workers=2)
+    assert report.ok and report.model_dump() == flow.verify(since=shuffled).model_dump()
+
+
+def test_verify_since_reads_the_changed_records_in_one_query_per_batch(
+    flow: wf.Workflow, apps: list[wf.ApplicationView]
+) -> None:
+    """The records that changed after the checkpoint are read a batch at a time (their rows
+    and their histories, one query each), not one record per transaction."""
+    checkpoint = flow.checkpoint()
+
+    def statements(changed: int) -> int:
+        for n in range(changed):
+            drive(flow, "submitted", n=200 + 100 * changed + n)
+        seen: list[str] = []
+
+        def count(*args: Any) -> None:
+            seen.append(str(args[2]))
+
+        engine = flow._reads.engine
+        sa.event.listen(engine, "before_cursor_execute", count)
+        try:
+            report = flow.verify(since=checkpoint)
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", count)
+        assert report.ok and report.checkpoint is not None
+        return sum("idcard_applications" in s and "idcard_transition_log" not in s for s in seen)
+
+    one, twenty = statements(1), statements(20)
+    assert one == twenty  # 21 changed records, read with as many statements as one

@@ -231,3 +231,63 @@ def test_under_a_chain_key_the_workers_check_the_same_way(
         assert keyed.verify(workers=2) == one
     finally:
         keyed.close()
+
+
+def in_a_terminal(url: str, *args: str) -> tuple[int, str]:
+    """Run ``verify`` with its stderr on a pseudo-terminal, as an auditor at a console does:
+    the exit code and what it drew there (read while it runs: a terminal's buffer is small,
+    and a bar redrawn ten times a second would fill it)."""
+    import pty
+    import threading
+
+    controller, terminal = pty.openpty()
+    drawn: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal's other end is closed: all of it read
+                return
+            if not chunk:
+                return
+            drawn.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "workflow", "--db", url, "verify", *args],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+            check=False,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+                "TERM": "xterm",
+                "COLUMNS": "120",
+            },
+        )
+    finally:
+        os.close(terminal)
+        reader.join(timeout=10)
+        os.close(controller)
+    return result.returncode, b"".join(drawn).decode(errors="replace")
+
+
+def test_the_cli_draws_a_progress_bar_on_a_terminal_with_and_without_a_checkpoint(
+    flow: wf.Workflow, office: dict[str, uuid.UUID], db_url: str, tmp_path: Path
+) -> None:
+    records = flow.verify().records
+    code, drawn = in_a_terminal(db_url, "--workers", "2")
+    assert code == 0, drawn
+    assert "verifying" in drawn and f"{records}/{records}" in drawn, drawn
+    checkpoint = tmp_path / "cp.json"
+    checkpoint.write_text(flow.checkpoint().to_json())
+    for workers in ("1", "2"):
+        code, drawn = in_a_terminal(db_url, "--since", str(checkpoint), "--workers", workers)
+        assert code == 0, drawn
+        rows = flow.checkpoint().rows
+        assert "verifying" in drawn and f"{rows}/{rows}" in drawn and "covered rows" in drawn

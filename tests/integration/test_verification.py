@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -482,3 +482,38 @@ def test_values_sqlite_cannot_read_back_are_named_not_a_crash(
             (apps["ready"].id, 2, "malformed_row", "unreadable at"),
             (apps["submitted"].id, None, "malformed_row", "unreadable fee_paid"),
         }
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 3, 2, 9, 0, tzinfo=UTC),  # no microseconds
+        datetime(2026, 3, 2, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=8))),
+        datetime(1, 1, 2, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(999, 12, 31, 12, 0, tzinfo=timezone(timedelta(hours=-11, minutes=-30))),
+        datetime(9999, 10, 1, 0, 0, tzinfo=UTC),
+    ],
+    ids=["whole second", "east of UTC", "year 1", "year 999 west of UTC", "year 9999"],
+)
+def test_histories_written_at_any_time_verify_with_the_time_as_the_database_gives_it(
+    db_url: str, moment: datetime
+) -> None:
+    """Verification hashes each row with its time as the database renders it (SQLite's stored
+    text, PostgreSQL's to_char): it must be the text the library hashed when it wrote the row."""
+    from workflow.engine.reading import MachineReader
+    from workflow.engine.store import Store
+    from workflow.machines.application import REPOSITORY
+
+    with wf.Workflow(db_url, clock=Clock(moment)) as flow:
+        view = drive(flow, "collected", n=31)
+        report = flow.verify()
+        assert report.ok, report.broken
+        assert report.rows == view.version
+    store = Store(db_url)
+    try:
+        with store.transaction(write=False) as conn:
+            batch = MachineReader(REPOSITORY).some(conn, [view.id])
+            [(_, rows, moments)] = list(batch.items())
+    finally:
+        store.close()
+    assert moments == [r["at"].isoformat(timespec="microseconds") for r in rows]

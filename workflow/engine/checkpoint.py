@@ -15,6 +15,9 @@ placed between two anchors; with fewer covered rows than anchors, exactly.
 
 The order is (machine, record id, position), the order of the log's unique index, so one
 streaming pass also checks each row's hash against its content and the previous row's hash.
+The rows are read as the driver returns them (`workflow.engine.reading`). The anchors also cut
+the covered rows into `segments`, each of which folds from one anchor's digest into the next's
+on its own: `check_segment` checks one, so several processes can share a comparison.
 Generic: knows the log table and the machines' definitions it is given, nothing else.
 """
 
@@ -36,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection
 
 from workflow.engine.chain import entry_hash
+from workflow.engine.reading import LogRows, Statement, Unusual, json_as_text, shown_id
 from workflow.engine.store import Store
 from workflow.errors import ConcurrentUpdate, ConfigurationError
 from workflow.models.base import TransitionLog
@@ -209,7 +213,8 @@ def stable_last_row(store: Store, *, wait: float = WAIT_FOR_WRITERS_S) -> int:
 
 def _covered(
     conn: Connection, last_row: int, batch: int = 5000
-) -> Generator[Mapping[Any, Any], None, None]:
+) -> Generator[tuple[str, Any, int, str, Mapping[Any, Any], str | None], None, None]:
+    """The covered rows in the digest's order, read through SQLAlchemy (the reference)."""
     log = _log()
     query = (
         sa.select(log)
@@ -219,7 +224,84 @@ def _covered(
     )
     # Streamed (a server-side cursor on PostgreSQL), and closed however the pass ends.
     with conn.execute(query) as result:
-        yield from result.mappings()
+        for row in result.mappings():
+            yield str(row["machine"]), row["record_id"], int(row["seq"]), row["hash"], row, None
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A stretch of the covered rows in the digest's order: those after the row ``after``
+    (``(machine, record id, position)``; None: from the first) up to and including the row
+    ``through`` (None: to the last)."""
+
+    after: tuple[str, uuid.UUID, int] | None = None
+    through: tuple[str, uuid.UUID, int] | None = None
+
+
+_READING: dict[tuple[str, bool, bool, bool], tuple[Statement, LogRows]] = {}
+
+
+def _covered_fast(
+    conn: Connection, last_row: int, bounds: Bounds, batch: int = 5000
+) -> Generator[tuple[str, Any, int, str, Mapping[Any, Any], str | None], None, None]:
+    """The covered rows within ``bounds``, read as the driver returns them
+    (`workflow.engine.reading`); `Unusual` for a record id not of the library's shape. The row
+    just before the stretch (``bounds.after``) comes first, with its position as None: the
+    first row of the stretch is chained to it."""
+    dialect, text_json = conn.dialect.name, json_as_text(conn)
+    shape = (dialect, text_json, bounds.after is not None, bounds.through is not None)
+    found = _READING.get(shape)
+    if found is None:
+        log = _log()
+        rows = LogRows(log, dialect, text_json=text_json)
+        query = (
+            sa.select(*rows.columns)
+            .where(log.c.id <= sa.bindparam("last_row"))
+            .order_by(log.c.machine, log.c.record_id, log.c.seq)
+        )
+        order = sa.tuple_(log.c.machine, log.c.record_id, log.c.seq)
+        if bounds.after is not None:
+            query = query.where(order >= _key_binds("after"))
+        if bounds.through is not None:
+            query = query.where(order <= _key_binds("through"))
+        found = _READING[shape] = (rows.statement(query), rows)
+    statement, rows = found
+    params: dict[str, Any] = {"last_row": last_row}
+    for name, key in (("after", bounds.after), ("through", bounds.through)):
+        if key is not None:
+            params.update({f"{name}_machine": key[0], f"{name}_id": key[1], f"{name}_seq": key[2]})
+    if dialect == "postgresql":
+        conn = conn.execution_options(stream_results=True)
+    machine_at, id_at, seq_at, hash_at = 1, 2, 3, 12
+    shown: dict[Any, str] = {}
+    for chunk in statement.chunks(conn, params, batch):
+        if rows.at is None:
+            rows.bind(statement, conn.dialect)
+        for values in chunk:
+            stored = values[id_at]
+            record_id = shown.get(stored)
+            if record_id is None:
+                if len(shown) > 10_000:
+                    shown.clear()
+                record_id = shown[stored] = shown_id(stored, dialect)
+            row = rows.row(values, record_id)
+            yield (
+                str(values[machine_at]),
+                record_id,
+                int(values[seq_at]),
+                values[hash_at],
+                row,
+                (rows.moment(values)),
+            )
+
+
+def _key_binds(name: str) -> Any:
+    log = _log()
+    return sa.tuple_(
+        sa.bindparam(f"{name}_machine", type_=log.c.machine.type),
+        sa.bindparam(f"{name}_id", type_=log.c.record_id.type),
+        sa.bindparam(f"{name}_seq", type_=log.c.seq.type),
+    )
 
 
 def scan(
@@ -229,12 +311,15 @@ def scan(
     key: bytes | None,
     anchors_every: int | None = None,
     stop_at: Callable[[int, bytes], bool] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Scan:
     """Fold the covered rows into the digest and check each against its own hash.
 
     ``anchors_every`` spaces the anchors (None: chosen from the number of rows, which costs a
     count first). ``stop_at(position, digest)`` may end the pass early (a comparison that has
-    found its first difference)."""
+    found its first difference). The rows are read as the driver returns them; a record id
+    not of the library's shape (planted on SQLite) makes the pass start again through
+    SQLAlchemy's rows, whose reading is the reference."""
     log = _log()
     if anchors_every is None:
         with store.transaction(write=False) as conn:
@@ -242,53 +327,162 @@ def scan(
                 sa.select(sa.func.count()).select_from(log).where(log.c.id <= last_row)
             ).scalar_one()
         anchors_every = max(1, -(-int(total) // ANCHORS))
-    digest = _SEED
+    try:
+        return _scan(store, last_row, key, anchors_every, stop_at, fast=True, progress=progress)
+    except Unusual:
+        return _scan(store, last_row, key, anchors_every, stop_at, fast=False, progress=progress)
+
+
+def _scan(
+    store: Store,
+    last_row: int,
+    key: bytes | None,
+    anchors_every: int,
+    stop_at: Callable[[int, bytes], bool] | None,
+    *,
+    fast: bool,
+    bounds: Bounds = Bounds(),
+    seed: bytes = _SEED,
+    progress: Callable[[int], None] | None = None,
+) -> Scan:
+    digest = seed
     rows = 0
     records: dict[str, int] = {}
     anchors: list[Anchor] = []
     bad: tuple[str, uuid.UUID, int] | None = None
     previous: tuple[str, Any, str] | None = None
     segment: tuple[str, uuid.UUID, int] | None = None
-    with (
-        store.transaction(write=False, snapshot=True) as conn,
-        closing(_covered(conn, last_row)) as covered,
-    ):
-        for row in covered:
-            rows += 1
-            machine, record_id, seq = str(row["machine"]), row["record_id"], int(row["seq"])
-            if rows % anchors_every == 1 or anchors_every == 1:
-                segment = (machine, record_id, seq)
-            same_record = previous is not None and previous[:2] == (machine, record_id)
-            if not same_record:
-                records[machine] = records.get(machine, 0) + 1
-            before = previous[2] if same_record and previous is not None else None
-            if bad is None and not _matches(row, before, key):
-                bad = (machine, record_id, seq)
-            digest = _fold(digest, machine, record_id, seq, str(row["hash"]))
-            if rows % anchors_every == 0:
-                anchors.append(
-                    Anchor(
-                        position=rows,
-                        machine=machine,
-                        record_id=record_id,
-                        seq=seq,
-                        digest=_hex(digest),
+    with store.transaction(write=False, snapshot=True) as conn:
+        covered = _covered_fast(conn, last_row, bounds) if fast else _covered(conn, last_row)
+        with closing(covered):
+            for machine, record_id, seq, row_hash, row, moment in covered:
+                if (
+                    rows == 0
+                    and previous is None
+                    and bounds.after == (machine, _uuid(record_id), seq)
+                ):
+                    # The row before the stretch: only what its first row chains to.
+                    previous = (machine, record_id, str(row_hash))
+                    continue
+                rows += 1
+                if rows % anchors_every == 1 or anchors_every == 1:
+                    segment = (machine, _uuid(record_id), seq)
+                same_record = previous is not None and previous[:2] == (machine, record_id)
+                if not same_record:
+                    records[machine] = records.get(machine, 0) + 1
+                before = previous[2] if same_record and previous is not None else None
+                if bad is None and not _matches(row, before, key, moment):
+                    bad = (machine, _uuid(record_id), seq)
+                digest = _fold(digest, machine, record_id, seq, str(row_hash))
+                if rows % anchors_every == 0:
+                    anchors.append(
+                        Anchor(
+                            position=rows,
+                            machine=machine,
+                            record_id=record_id,
+                            seq=seq,
+                            digest=_hex(digest),
+                        )
                     )
-                )
-            previous = (machine, record_id, str(row["hash"]))
-            if stop_at is not None and stop_at(rows, digest):
-                break
+                previous = (machine, record_id, str(row_hash))
+                if progress is not None and rows % _PROGRESS_EVERY == 0:
+                    progress(rows)
+                if stop_at is not None and stop_at(rows, digest):
+                    break
+    if progress is not None:
+        progress(rows)
     return Scan(rows, records, _hex(digest), anchors, bad, segment)
 
 
-def _matches(row: Mapping[Any, Any], previous: str | None, key: bytes | None) -> bool:
+_PROGRESS_EVERY = 5000
+"""How many rows a pass checks between two calls of its progress callback."""
+
+
+def _uuid(record_id: Any) -> uuid.UUID:
+    return record_id if isinstance(record_id, uuid.UUID) else uuid.UUID(record_id)
+
+
+def _matches(
+    row: Mapping[Any, Any], previous: str | None, key: bytes | None, moment: str | None = None
+) -> bool:
     try:
-        if row["hash"] == entry_hash(row, previous, key):
+        if row["hash"] == entry_hash(row, previous, key, moment=moment):
             return True
         # Rows written before the move to a key are plain; the checkpoint covers them as such.
-        return key is not None and row["hash"] == entry_hash(row, previous)
+        return key is not None and row["hash"] == entry_hash(row, previous, moment=moment)
     except (TypeError, ValueError):
         return False
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The covered rows between two of a checkpoint's anchors (or before the first, or after
+    the last), which can be checked on their own: from the running digest at the anchor before
+    them, they must fold into the digest at the anchor that ends them, with every row matching
+    its own hash."""
+
+    bounds: Bounds
+    seed: str
+    """The running digest before the segment's first row."""
+    rows: int
+    digest: str
+    """The running digest after its last row."""
+
+
+def segments(checkpoint: Checkpoint) -> list[Segment] | None:
+    """The checkpoint's covered rows cut at its anchors, in the digest's order; None when its
+    anchors are not strictly in order (a file made by hand: only one pass over all the rows
+    can then be compared with it)."""
+    found: list[Segment] = []
+    after: Anchor | None = None
+    for anchor in [*checkpoint.anchors, None]:
+        start = 0 if after is None else after.position
+        end = checkpoint.rows if anchor is None else anchor.position
+        if end < start or (anchor is not None and after is not None and not _before(after, anchor)):
+            return None
+        found.append(
+            Segment(
+                Bounds(
+                    after=None if after is None else _key(after),
+                    through=None if anchor is None else _key(anchor),
+                ),
+                seed=_hex(_SEED) if after is None else after.digest,
+                rows=end - start,
+                digest=checkpoint.digest if anchor is None else anchor.digest,
+            )
+        )
+        after = anchor
+    return found
+
+
+def _key(anchor: Anchor) -> tuple[str, uuid.UUID, int]:
+    return anchor.machine, anchor.record_id, anchor.seq
+
+
+def _before(first: Anchor, second: Anchor) -> bool:
+    return first.position < second.position and _key(first) < _key(second)
+
+
+def check_segment(store: Store, last_row: int, segment: Segment, key: bytes | None) -> bool:
+    """Whether the segment's rows are still exactly those the checkpoint covered: as many, each
+    matching its own hash, folding from its seed into its digest. False for anything else,
+    including a value that can't be read back (one pass over every row then says what)."""
+    if not segment.seed.startswith("sha256:"):
+        return False
+    try:
+        found = _scan(
+            store,
+            last_row,
+            key,
+            anchors_every=segment.rows + 1,
+            stop_at=None,
+            fast=True,
+            bounds=segment.bounds,
+            seed=bytes.fromhex(segment.seed.removeprefix("sha256:")),
+        )
+    except (Unusual, TypeError, ValueError, ArithmeticError):
+        return False
+    return found.bad_row is None and found.rows == segment.rows and found.digest == segment.digest
 
 
 def take(
@@ -378,40 +572,40 @@ def compare(
     fingerprints: Mapping[str, str],
     revision: str | None,
     public_key: Any = None,
+    in_segments: Callable[[list[Segment]], bool] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> tuple[Comparison, list[tuple[str, uuid.UUID]]]:
     """Prove the current history extends ``checkpoint``; the comparison and the records that
-    gained rows after it (``(machine, record_id)``, for verification to replay in full)."""
+    gained rows after it (``(machine, record_id)``, for verification to replay in full).
+
+    ``in_segments`` checks the covered rows a segment at a time (`segments`, `check_segment`:
+    side by side, in several processes) and says whether every one holds. When it says so,
+    the history extends the checkpoint; otherwise, one pass over every covered row, in order,
+    says where it first departs, as it does without ``in_segments``. ``progress`` is called
+    with the number of covered rows checked so far and the number covered, every few
+    thousand rows."""
     signature = check_signature(checkpoint, public_key)
-    every = checkpoint.anchors[0].position if checkpoint.anchors else max(1, checkpoint.rows)
-    expected = {a.position: a for a in checkpoint.anchors}
-    last_good: list[Anchor | None] = [None]
-
-    def stop_at(position: int, digest: bytes) -> bool:
-        anchor = expected.get(position)
-        if anchor is None:
-            return False
-        if anchor.digest != _hex(digest):
-            return True
-        last_good[0] = anchor
-        return False
-
-    try:
-        found = scan(store, checkpoint.last_row, key=key, anchors_every=every, stop_at=stop_at)
-    except (TypeError, ValueError, ArithmeticError) as exc:  # SQLite keeps anything
-        comparison = Comparison(
-            taken_at=checkpoint.taken_at,
-            last_row=checkpoint.last_row,
-            digest=checkpoint.digest,
-            extends=False,
-            signature=signature,
-            difference=Difference(
-                problem="unreadable",
-                message=f"a covered row can't be read back ({type(exc).__name__}): "
-                "run a full verify to name it",
-            ),
-        )
-        return comparison, []
-    difference = _difference(store, checkpoint, found, last_good[0])
+    cut = segments(checkpoint) if in_segments is not None else None
+    if in_segments is not None and cut is not None and in_segments(cut):
+        difference = None
+    else:
+        try:
+            found, last_good = _scan_to_first_difference(store, checkpoint, key, progress)
+        except (TypeError, ValueError, ArithmeticError) as exc:  # SQLite keeps anything
+            comparison = Comparison(
+                taken_at=checkpoint.taken_at,
+                last_row=checkpoint.last_row,
+                digest=checkpoint.digest,
+                extends=False,
+                signature=signature,
+                difference=Difference(
+                    problem="unreadable",
+                    message=f"a covered row can't be read back ({type(exc).__name__}): "
+                    "run a full verify to name it",
+                ),
+            )
+            return comparison, []
+        difference = _difference(store, checkpoint, found, last_good)
     notes = _notes(checkpoint, fingerprints, revision, key)
     changed = _changed_records(store, checkpoint.last_row)
     new_rows = _new_rows(store, checkpoint.last_row)
@@ -427,6 +621,38 @@ def compare(
         notes=notes,
     )
     return comparison, changed
+
+
+def _scan_to_first_difference(
+    store: Store,
+    checkpoint: Checkpoint,
+    key: bytes | None,
+    progress: Callable[[int, int | None], None] | None,
+) -> tuple[Scan, Anchor | None]:
+    """One pass over every covered row in order, stopped at the first anchor whose digest
+    differs; and the last anchor that matched."""
+    every = checkpoint.anchors[0].position if checkpoint.anchors else max(1, checkpoint.rows)
+    expected = {a.position: a for a in checkpoint.anchors}
+    last_good: list[Anchor | None] = [None]
+
+    def stop_at(position: int, digest: bytes) -> bool:
+        anchor = expected.get(position)
+        if anchor is None:
+            return False
+        if anchor.digest != _hex(digest):
+            return True
+        last_good[0] = anchor
+        return False
+
+    found = scan(
+        store,
+        checkpoint.last_row,
+        key=key,
+        anchors_every=every,
+        stop_at=stop_at,
+        progress=None if progress is None else lambda n: progress(n, checkpoint.rows),
+    )
+    return found, last_good[0]
 
 
 def _difference(

@@ -1,9 +1,10 @@
-"""Verification over disjoint ranges of record ids, in several processes at once.
+"""Verification over disjoint ranges of record ids, in several processes at once; and a
+checkpoint's covered rows, a stretch between two of its anchors per task.
 
 Generic: the machines come from a registry named by import path (``"package.module:NAME"``,
 a sequence of `Machine`), which each worker process imports for itself. Verification is
-CPU-bound in Python (replaying, hashing, reading rows back through SQLAlchemy), so threads
-would not help; processes do, up to the number of cores.
+CPU-bound in Python (replaying, hashing, reading the rows back), so threads would not help;
+processes do, up to the number of cores.
 
 The 128-bit id space is cut into ``4 * workers`` equal ranges, handed out to a pool of
 ``workers`` processes started with the "spawn" method (the same on every OS, and safe from a
@@ -14,12 +15,19 @@ one a single process makes: for each machine in the registry's order its damaged
 id order, then its histories without a record. The checks over the whole database (the rows
 of unknown machines, the audits across machines) run once, in the caller's process.
 
+For `verify(since=...)`, `segments_hold` checks the stretches of a checkpoint's covered rows
+(`workflow.engine.checkpoint.segments`) side by side: each folds from one anchor's digest to
+the next's on its own. Only the answer comes back (every stretch holds, or not); when one does
+not, the caller makes one pass over every covered row in order to say where the history
+departs, as one process does.
+
 A failure in a worker comes back as the `WorkflowError` it raised there (`StorageError`,
 `ConcurrentUpdate`, ...), with the cause's first line chained; never a traceback of the child.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import itertools
 import multiprocessing
@@ -31,13 +39,14 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
+from workflow.engine.checkpoint import Segment, check_segment
 from workflow.engine.store import DatabaseFailure, Store
 from workflow.engine.verification import (
     BrokenRecord,
     VerificationReport,
+    count_records,
     history_marks,
     verify,
 )
@@ -82,15 +91,7 @@ def runs_in_process(store: Store) -> bool:
 def record_count(store: Store, machines: Sequence[Machine[Any, Any]]) -> int | None:
     """How many records there are, for the progress callback; None if they can't be counted."""
     try:
-        with store.transaction(write=False) as conn:
-            return sum(
-                int(
-                    conn.execute(
-                        sa.select(sa.func.count()).select_from(m.repository.table)
-                    ).scalar_one()
-                )
-                for m in machines
-            )
+        return count_records(store, machines)
     except WorkflowError:
         return None
 
@@ -146,26 +147,63 @@ def verify_parallel(
     name the same machines, in the same order, as ``machines``. The chain ``key``, when there
     is one, goes to the workers through the pipe that starts them, never through a file or the
     environment."""
-    url = store.engine.url.render_as_string(hide_password=False)
+    url = _url(store)
     marks = history_marks(store)
     ranges = id_ranges(RANGES_PER_WORKER * workers)
     total = record_count(store, machines) if progress is not None else None
+    tasks = [_Task(url, registry, low, high, batch_size, key, marks) for low, high in ranges]
+    results: list[_Reports] = _in_processes(_verify_range, tasks, workers, total, progress)
+    by_machine = [
+        [results[index].reports[position] for index in range(len(ranges))]
+        for position in range(len(machines))
+    ]
+    return _merged(by_machine, keyed=key is not None)
+
+
+def segments_hold(
+    store: Store,
+    last_row: int,
+    cut: Sequence[Segment],
+    *,
+    workers: int,
+    key: bytes | None = None,
+    progress: Progress | None = None,
+) -> bool:
+    """Whether every segment of a checkpoint's covered rows still holds (`check_segment`),
+    checked in ``workers`` processes; ``progress`` counts covered rows."""
+    url = _url(store)
+    tasks = [_SegmentTask(url, last_row, segment, key) for segment in cut]
+    total = sum(segment.rows for segment in cut)
+    return all(_in_processes(_check_segment, tasks, workers, total, progress))
+
+
+def _url(store: Store) -> str:
+    return store.engine.url.render_as_string(hide_password=False)
+
+
+def _in_processes(
+    run: Callable[[Any], Any],
+    tasks: Sequence[Any],
+    workers: int,
+    total: int | None,
+    progress: Progress | None,
+) -> list[Any]:
+    """``run(task)`` for every task, in a pool of ``workers`` spawned processes; the results
+    in the tasks' order. A `WorkflowError` raised in a worker is raised here (`_Failure`);
+    a worker that dies is `StorageError`. ``progress`` hears what the workers count."""
     context = multiprocessing.get_context("spawn")
     counts: Any = context.Queue() if progress is not None else None
-    results: dict[int, list[VerificationReport]] = {}
+    results: dict[int, Any] = {}
     executor = ProcessPoolExecutor(
-        max_workers=min(workers, len(ranges)),
+        max_workers=max(1, min(workers, len(tasks))),
         mp_context=context,
         initializer=_start_worker,
         initargs=(counts,),
     )
     done = 0
     try:
-        pending: dict[Future[_Outcome], int] = {
-            executor.submit(
-                _verify_range, _Task(url, registry, low, high, batch_size, key, marks)
-            ): index
-            for index, (low, high) in enumerate(ranges)
+        pending: dict[Future[Any], int] = {
+            executor.submit(run, task): index for index, task in enumerate(tasks)
         }
         while pending:
             finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -176,7 +214,7 @@ def verify_parallel(
                 outcome = future.result()
                 if isinstance(outcome, _Failure):
                     raise outcome.error()
-                results[index] = outcome.reports
+                results[index] = outcome
         if counts is not None:
             _drain(counts, done, total, progress)
     except BrokenProcessPool as exc:
@@ -192,11 +230,7 @@ def verify_parallel(
         if counts is not None:
             counts.close()
             counts.join_thread()
-    by_machine = [
-        [results[index][position] for index in range(len(ranges))]
-        for position in range(len(machines))
-    ]
-    return _merged(by_machine, keyed=key is not None)
+    return [results[index] for index in range(len(tasks))]
 
 
 def _merged(
@@ -318,6 +352,9 @@ _stores: dict[str, Store] = {}
 def _start_worker(counts: Any) -> None:
     global _counts
     _counts = counts
+    # The worker is the library's own process: what the imports made lives as long as it does,
+    # so the garbage collector's full passes need not walk it again and again.
+    gc.freeze()
 
 
 def _described(exc: BaseException) -> str:
@@ -333,12 +370,39 @@ def _report_count(n: int) -> None:
     _counts.put(n)
 
 
+@dataclass(frozen=True)
+class _SegmentTask:
+    url: str
+    last_row: int
+    segment: Segment
+    key: bytes | None
+
+    def __repr__(self) -> str:  # never the URL's password nor the key, whatever prints it
+        return f"_SegmentTask({self.segment.bounds})"
+
+
+def _store(url: str) -> Store:
+    store = _stores.get(url)
+    if store is None:
+        store = _stores[url] = Store(url)
+    return store
+
+
+def _check_segment(task: _SegmentTask) -> bool | _Failure:
+    """Whether one segment of a checkpoint's covered rows holds; in a worker process."""
+    try:
+        held = check_segment(_store(task.url), task.last_row, task.segment, task.key)
+    except Exception as exc:  # comes back as data: the parent raises it again
+        return _Failure.of(exc)
+    if _counts is not None:
+        _counts.put(task.segment.rows)
+    return held
+
+
 def _verify_range(task: _Task) -> _Outcome:
     """Every machine of the registry over one range; in a worker process."""
     try:
-        store = _stores.get(task.url)
-        if store is None:
-            store = _stores[task.url] = Store(task.url)
+        store = _store(task.url)
         module, _, name = task.registry.partition(":")
         machines: Sequence[Machine[Any, Any]] = getattr(importlib.import_module(module), name)
         progress = _report_count if _counts is not None else None

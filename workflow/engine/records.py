@@ -533,12 +533,7 @@ class Repository:
         """The next ``limit`` records in id order after ``after`` (keyset paging), within
         ``at_least`` (included) and ``before`` (excluded) when given."""
         query = sa.select(self.table).order_by(self.table.c.id).limit(limit)
-        if after is not None:
-            query = query.where(self.table.c.id > after)
-        if at_least is not None:
-            query = query.where(self.table.c.id >= at_least)
-        if before is not None:
-            query = query.where(self.table.c.id < before)
+        query = ids_within(query, self.table.c.id, after=after, at_least=at_least, before=before)
         return conn.execute(query).mappings().all()
 
     def histories(self, conn: Connection, record_ids: Sequence[uuid.UUID]) -> Sequence[RowMapping]:
@@ -636,6 +631,25 @@ def _cas(
         "version": version + 1,
         **changes,
     }
+
+
+def ids_within(
+    query: sa.Select[Any],
+    column: sa.ColumnElement[Any],
+    *,
+    after: Any = None,
+    at_least: Any = None,
+    before: Any = None,
+) -> sa.Select[Any]:
+    """``query`` kept to the rows whose ``column`` is after ``after``, at least ``at_least``
+    and before ``before``: each bound when given (a value, or a bound parameter)."""
+    if after is not None:
+        query = query.where(column > after)
+    if at_least is not None:
+        query = query.where(column >= at_least)
+    if before is not None:
+        query = query.where(column < before)
+    return query
 
 
 def _as_uuid(value: Any) -> uuid.UUID:

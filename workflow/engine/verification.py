@@ -1,7 +1,11 @@
 """Proving a database's histories: replay, guard facts, hash chain, stored state and version.
 
 Generic: works on any machine's `Definition` and `Repository`. Records are read in batches (with
-their histories), so memory stays flat however many there are.
+their histories), so memory stays flat however many there are: as the driver returns them
+(`workflow.engine.reading`), and a batch holding a value of a shape the library never writes
+the ordinary way, through SQLAlchemy's rows, whose reading names what can't be read back
+(`malformed_row`). `verify_since` proves a history against a checkpoint and replays only what
+changed after it; `with_database_checks` adds the checks over the whole database.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,9 +22,10 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Connection
 
 from workflow.engine.chain import IDENTITY_FACT, IDENTITY_SINCE, entry_hash, identity_digest
-from workflow.engine.checkpoint import Comparison
+from workflow.engine.checkpoint import Checkpoint, Comparison, Segment, compare, covered_records
 from workflow.engine.decision import shown
-from workflow.engine.definition import Columns, Definition, Guard
+from workflow.engine.definition import Definition, Guard
+from workflow.engine.reading import MachineReader, Unusual
 from workflow.engine.records import Repository
 from workflow.engine.registry import Machine
 from workflow.engine.store import Store
@@ -121,50 +127,209 @@ def verify(
         records += 1
         if progress is not None and records % batch_size == 0:
             progress(batch_size)
-        found: tuple[int | None, str, str] | None
-        if isinstance(item, _Unreadable):
-            which, found = item.record_id, (item.seq, "malformed_row", item.detail)
-        else:
-            record, history = item
-            which = record["id"]
-            rows += len(history)
-            try:
-                found = check_record(
-                    definition,
-                    record,
-                    history,
-                    key=key,
-                    plain_through=plain_through,
-                    marks=marks,
-                )
-            except Exception as exc:  # a planted value must name its record, not stop the audit
-                found = None, "malformed_row", f"{type(exc).__name__} while checking it"
-        if found is not None:
-            seq, problem, detail = found
-            broken.append(
-                BrokenRecord(
-                    machine=definition.name,
-                    record_id=which,
-                    seq=seq,
-                    problem=problem,
-                    message=f"{PROBLEMS[problem]}{': ' + detail if detail else ''}",
-                )
-            )
+        rows += _checked(definition, item, broken, key, plain_through, marks)
     if progress is not None and records % batch_size:
         progress(records % batch_size)
     with store.transaction(write=False) as conn:
         orphans = repository.orphan_histories(conn, record_id, id_range=id_range)
-    for orphan_id, first_seq in orphans:
+    broken.extend(_orphan(definition.name, orphan_id, seq) for orphan_id, seq in orphans)
+    return VerificationReport(records=records, rows=rows, broken=broken, keyed=key is not None)
+
+
+def _checked(
+    definition: Definition,
+    item: Item | _Unreadable,
+    broken: list[BrokenRecord],
+    key: bytes | None,
+    plain_through: int | None,
+    marks: Mapping[str, int],
+) -> int:
+    """Check one record read for verification, add what is wrong with it to ``broken``, and
+    return how many history rows it has."""
+    found: tuple[int | None, str, str] | None
+    rows = 0
+    if isinstance(item, _Unreadable):
+        which, found = item.record_id, (item.seq, "malformed_row", item.detail)
+    else:
+        record, history, moments = item
+        which = record["id"]
+        rows = len(history)
+        try:
+            found = check_record(
+                definition,
+                record,
+                history,
+                key=key,
+                plain_through=plain_through,
+                marks=marks,
+                moments=moments,
+            )
+        except Exception as exc:  # a planted value must name its record, not stop the audit
+            found = None, "malformed_row", f"{type(exc).__name__} while checking it"
+    if found is not None:
+        seq, problem, detail = found
         broken.append(
             BrokenRecord(
                 machine=definition.name,
-                record_id=orphan_id,
-                seq=first_seq,
-                problem="history_without_record",
-                message=PROBLEMS["history_without_record"],
+                record_id=which,
+                seq=seq,
+                problem=problem,
+                message=f"{PROBLEMS[problem]}{': ' + detail if detail else ''}",
             )
         )
+    return rows
+
+
+def _orphan(machine: str, record_id: uuid.UUID, seq: int) -> BrokenRecord:
+    return BrokenRecord(
+        machine=machine,
+        record_id=record_id,
+        seq=seq,
+        problem="history_without_record",
+        message=PROBLEMS["history_without_record"],
+    )
+
+
+def verify_records(
+    store: Store,
+    definition: Definition,
+    repository: Repository,
+    record_ids: Sequence[uuid.UUID],
+    *,
+    batch_size: int = 1000,
+    key: bytes | None = None,
+    plain_through: int | None = None,
+    marks: Mapping[str, int],
+    orphans: Mapping[uuid.UUID, int],
+) -> VerificationReport:
+    """Check the records with these ids, in this order, ``batch_size`` at a time: one query
+    for a batch's records and one for their histories, in one read transaction. An id with no
+    record but history rows (``orphans``: their first position by record id) is named
+    ``history_without_record``; one with neither is left out."""
+    records = rows = 0
+    broken: list[BrokenRecord] = []
+    reader = _reader(repository)
+    for start in range(0, len(record_ids), batch_size):
+        chunk = list(record_ids[start : start + batch_size])
+        found: dict[uuid.UUID, Item | _Unreadable] = {}
+        with store.transaction(write=False, snapshot=True) as conn:
+            try:
+                for item in reader.some(conn, chunk).items():
+                    found[uuid.UUID(item[0]["id"])] = item
+            except (Unusual, *_UNREADABLE):
+                # A value not of the library's shape: each record read the ordinary way.
+                found = {}
+                for one in chunk:
+                    for ordinary in _ordinary_batch(conn, repository, one, None, 1, (None, None))[
+                        2
+                    ]:
+                        found[one] = ordinary
+        for one in chunk:
+            got = found.get(one)
+            if got is not None:
+                records += 1
+                rows += _checked(definition, got, broken, key, plain_through, marks)
+            elif one in orphans:
+                broken.append(_orphan(definition.name, one, orphans[one]))
     return VerificationReport(records=records, rows=rows, broken=broken, keyed=key is not None)
+
+
+def verify_since(
+    store: Store,
+    machines: Sequence[Machine[Any, Any]],
+    checkpoint: Checkpoint,
+    *,
+    key: bytes | None,
+    fingerprints: Mapping[str, str],
+    revision: str | None,
+    public_key: Any = None,
+    batch_size: int = 1000,
+    in_segments: Callable[[list[Segment]], bool] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> VerificationReport:
+    """Prove the history extends ``checkpoint`` (`workflow.engine.checkpoint.compare`, its
+    covered rows a segment at a time with ``in_segments``), then check in full, in batches,
+    the records that changed after it: those that gained rows, those whose stored state,
+    version or chain head no longer ends where their covered rows end, and the one where the
+    history departs from the checkpoint; name every history without a record. The report
+    counts every record and row of the database, and holds the comparison. ``progress``: see
+    `workflow.engine.checkpoint.compare`."""
+    comparison, changed = compare(
+        store,
+        checkpoint,
+        key=key,
+        fingerprints=fingerprints,
+        revision=revision,
+        public_key=public_key,
+        in_segments=in_segments,
+        progress=progress,
+    )
+    departs = comparison.difference
+    if departs is not None and departs.record_id is not None:
+        # Where the history departs from the checkpoint: that record is checked in full too.
+        changed = [*changed, (str(departs.machine), departs.record_id)]
+    by_machine = covered_records(changed)
+    marks = history_marks(store)
+    reports = []
+    for machine in machines:
+        ids = dict.fromkeys(by_machine.get(machine.name, []))
+        off = off_their_history(store, machine.repository, up_to=checkpoint.last_row)
+        ids.update(dict.fromkeys(off))
+        with store.transaction(write=False) as conn:
+            orphans = list(machine.repository.orphan_histories(conn))
+        replayed = verify_records(
+            store,
+            machine.definition,
+            machine.repository,
+            list(ids),
+            batch_size=batch_size,
+            key=key,
+            plain_through=checkpoint.last_row,
+            marks=marks,
+            orphans=dict(orphans),
+        )
+        reports.append(replayed)
+        rest = [_orphan(machine.name, o, seq) for o, seq in orphans if o not in ids]
+        reports.append(VerificationReport(records=0, rows=0, broken=rest))
+    return merge(reports).model_copy(
+        update={
+            "records": count_records(store, machines),
+            "rows": checkpoint.rows + comparison.new_rows,
+            "keyed": key is not None,
+            "checkpoint": comparison,
+        }
+    )
+
+
+def count_records(store: Store, machines: Iterable[Machine[Any, Any]]) -> int:
+    """How many records the machines have."""
+    with store.transaction(write=False) as conn:
+        return sum(
+            int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(m.repository.table)
+                ).scalar_one()
+            )
+            for m in machines
+        )
+
+
+def with_database_checks(
+    store: Store,
+    machines: Sequence[Machine[Any, Any]],
+    report: VerificationReport,
+    *,
+    record_id: uuid.UUID | None = None,
+) -> VerificationReport:
+    """The report with the checks over the whole database added after its records: the
+    machines' audits (each record they find named once, unless the report names it already)
+    and the rows of unknown machines; with ``record_id``, for that record only."""
+    strays = unknown_machines(store, (m.name for m in machines), record_id=record_id)
+    named = [(b.machine, b.record_id) for b in report.broken]
+    found = audit(store, machines, marks=history_marks(store), skip=named, record_id=record_id)
+    if not strays and not found:
+        return report
+    return report.model_copy(update={"broken": [*report.broken, *found, *strays]})
 
 
 SERIALISED_SINCE = "0010"
@@ -304,30 +469,87 @@ def _records_with_history(
     record_id: uuid.UUID | None,
     batch_size: int,
     id_range: tuple[uuid.UUID | None, uuid.UUID | None] = (None, None),
-) -> Iterator[tuple[Mapping[Any, Any], Sequence[Mapping[Any, Any]]] | _Unreadable]:
+) -> Iterator[Item | _Unreadable]:
+    """Every record in id order (or the one) with its history, batch by batch, each batch in
+    one read transaction, its records yielded as they are converted."""
     after: uuid.UUID | str | None = None
-    last: uuid.UUID | str | None
+    reader = _reader(repository)
+    low, high = id_range
     while True:
         with store.transaction(write=False, snapshot=True) as conn:
             try:
                 if isinstance(after, str):
-                    raise ValueError("the last id read is no UUID")
-                count, last, found = _batch(
+                    raise Unusual("the last id read is no UUID")
+                if record_id is not None:
+                    batch = reader.some(conn, [record_id])
+                else:
+                    batch = reader.page(conn, after, batch_size, low, high)
+            except (Unusual, *_UNREADABLE):
+                # A value not of the library's shape in the batch: read it the ordinary way,
+                # which names what it can't read.
+                count, last, found = _ordinary_batch(
                     conn, repository, record_id, after, batch_size, id_range
                 )
-            except _UNREADABLE:
-                # A planted value somewhere in the batch: read it record by record, so the
-                # records that can be read are checked and the others named.
-                count, last, found = _batch_one_by_one(
-                    conn, repository, record_id, after, batch_size, id_range
-                )
-        yield from found
+                yield from found
+            else:
+                count, last = batch.count, batch.last
+                done = 0
+                items = batch.items()
+                while True:
+                    try:
+                        item = next(items)
+                    except StopIteration:
+                        break
+                    except _UNREADABLE:
+                        # A value that can't be read back: the ordinary way would have read
+                        # the batch record by record, so the rest of it is read so.
+                        rest = uuid.UUID(batch.ids[done - 1]) if done else after
+                        _, _, found = _batch_one_by_one(
+                            conn, repository, record_id, rest, batch_size - done, id_range
+                        )
+                        yield from found
+                        break
+                    done += 1
+                    yield item
         if record_id is not None or count < batch_size or last is None:
             return
         after = last
 
 
-Found = list[tuple[Mapping[Any, Any], Sequence[Mapping[Any, Any]]] | _Unreadable]
+def _ordinary_batch(
+    conn: Connection,
+    repository: Repository,
+    record_id: uuid.UUID | None,
+    after: uuid.UUID | str | None,
+    batch_size: int,
+    id_range: tuple[uuid.UUID | None, uuid.UUID | None],
+) -> tuple[int, uuid.UUID | str | None, Found]:
+    """A batch read through SQLAlchemy's rows and types; if a value can't be read back, record
+    by record, so the records that can be read are checked and the others named."""
+    try:
+        if isinstance(after, str):
+            raise ValueError("the last id read is no UUID")
+        return _batch(conn, repository, record_id, after, batch_size, id_range)
+    except _UNREADABLE:
+        return _batch_one_by_one(conn, repository, record_id, after, batch_size, id_range)
+
+
+_READERS: dict[int, tuple[Repository, MachineReader]] = {}
+
+
+def _reader(repository: Repository) -> MachineReader:
+    """The repository's reader (its statements are rendered once per process)."""
+    found = _READERS.get(id(repository))
+    if found is None or found[0] is not repository:
+        found = _READERS[id(repository)] = (repository, MachineReader(repository))
+    return found[1]
+
+
+Item = tuple[Mapping[Any, Any], Sequence[Mapping[Any, Any]], Sequence[str | None] | None]
+"""A record, its history rows, and each row's time as the hash chain writes it (None: to be
+formatted from the row)."""
+
+Found = list[Item | _Unreadable]
 """A batch as verification reads it: each record with its history, or what made it unreadable."""
 
 
@@ -351,7 +573,7 @@ def _batch(
         key: list(group)
         for key, group in groupby(repository.histories(conn, ids), key=lambda row: row["record_id"])
     }
-    found: Found = [(record, histories.get(record["id"], [])) for record in batch]
+    found: Found = [(record, histories.get(record["id"], []), None) for record in batch]
     return len(batch), ids[-1] if ids else None, found
 
 
@@ -404,7 +626,7 @@ def _batch_one_by_one(
             )
             continue
         if record is not None:
-            found.append((record, history))
+            found.append((record, history, None))
     return len(stored), last, found
 
 
@@ -441,7 +663,7 @@ class _Actor:
 
 def _creation_problem(
     definition: Definition,
-    values: Columns,
+    values: Any,
     record: Mapping[Any, Any],
     row: Mapping[Any, Any],
     actor: _Actor,
@@ -490,7 +712,7 @@ def _after(row: Mapping[Any, Any], revision: str, marks: Mapping[str, int] | Non
 
 
 def _proves(
-    guard: Guard, values: Columns, row: Mapping[Any, Any], marks: Mapping[str, int] | None
+    guard: Guard, values: Any, row: Mapping[Any, Any], marks: Mapping[str, int] | None
 ) -> bool:
     """Whether the row's recorded facts show the guard held (and, for a row written after the
     guard's revision, that they are all there)."""
@@ -506,13 +728,17 @@ def _proves(
 
 
 def _hash_problem(
-    row: Mapping[Any, Any], previous: str | None, key: bytes | None, plain_through: int | None
+    row: Mapping[Any, Any],
+    previous: str | None,
+    key: bytes | None,
+    plain_through: int | None,
+    moment: str | None = None,
 ) -> tuple[str, str] | None:
-    if row["hash"] == entry_hash(row, previous, key):
+    if row["hash"] == entry_hash(row, previous, key, moment=moment):
         return None
     if key is None:
         return "hash_mismatch", ""
-    if row["hash"] == entry_hash(row, previous):
+    if row["hash"] == entry_hash(row, previous, moment=moment):
         if plain_through is not None and int(row["id"]) <= plain_through:
             return None  # written before the move to the key, and covered by the checkpoint
         return "unkeyed_row", ""
@@ -527,11 +753,13 @@ def check_record(
     key: bytes | None = None,
     plain_through: int | None = None,
     marks: Mapping[str, int] | None = None,
+    moments: Sequence[str | None] | None = None,
 ) -> tuple[int | None, str, str] | None:
     """The first problem of one record and its history as ``(seq, problem, detail)``, or None.
 
     ``marks`` (revision: the last row written before it) say which rows must carry the facts
-    that revision began recording; without them, every row must.
+    that revision began recording; without them, every row must. ``moments``: each row's time
+    as the hash chain writes it, when it was read so (`workflow.engine.reading`).
 
     The history is replayed through the definition from the initial state: each row must be
     chained to the one before (under the chain ``key`` when given; rows whose id is at most
@@ -541,7 +769,9 @@ def check_record(
     """
     if not history:
         return None, "missing_history", ""
-    values = Columns(record)
+    # The record's columns as attributes, for guards, permissions and facts: a namespace
+    # (`Columns` looks each one up through __getattr__, several times per record).
+    values = SimpleNamespace(**record)
     state: str | None = None
     previous: str | None = None
     for position, row in enumerate(history, start=1):
@@ -554,9 +784,11 @@ def check_record(
             )
         if seq != position:
             return seq, "sequence_broken", f"expected position {position}"
-        found = _hash_problem(row, previous, key, plain_through)
-        if found is not None:
-            return seq, *found
+        moment = None if moments is None else moments[position - 1]
+        if row["hash"] != entry_hash(row, previous, key, moment=moment):
+            found = _hash_problem(row, previous, key, plain_through, moment)
+            if found is not None:
+                return seq, *found
         actor = _Actor(row)
         if position == 1:
             if (row["event"], row["from_state"], row["to_state"]) != (
@@ -589,9 +821,11 @@ def check_record(
                     return seq, "guard_not_proven", guard.name
             if definition.history_facts is not None:
                 derived = definition.history_facts(transition.event, history[: position - 1])
-                wrong = sorted(k for k, v in derived.items() if row["details"].get(k) != v)
-                if wrong:
-                    return seq, "facts_contradicted", ", ".join(wrong)
+                if derived:
+                    details = row["details"]
+                    wrong = sorted(k for k, v in derived.items() if details.get(k) != v)
+                    if wrong:
+                        return seq, "facts_contradicted", ", ".join(wrong)
         state = row["to_state"]
         previous = row["hash"]
     last = int(history[-1]["seq"])
@@ -608,7 +842,7 @@ def check_record(
         return None, "chain_head_mismatch", ""
     if definition.history_columns is not None:
         expected = definition.history_columns(history)
-        changed = sorted(k for k, v in expected.items() if record[k] != v)
+        changed = [k for k, v in expected.items() if record[k] != v]
         if changed:
-            return None, "columns_changed", ", ".join(changed)
+            return None, "columns_changed", ", ".join(sorted(changed))
     return None
