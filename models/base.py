@@ -60,6 +60,30 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+class StoredBoolean(sa.TypeDecorator[bool]):
+    """A boolean that reads back only what the library writes. SQLite keeps any value in any
+    column and SQLAlchemy's own boolean reads anything but 0 as true: here a stored value other
+    than 0 or 1 is refused with `ValueError`, so a value planted by hand is named
+    (`malformed_row` in verification) instead of read as true. PostgreSQL's boolean column
+    holds nothing else, and is read as SQLAlchemy reads it."""
+
+    impl = sa.Boolean(create_constraint=False)
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def process(value: Any) -> bool | None:
+            if value is None:
+                return None
+            if type(value) is int and value in (0, 1):
+                return value == 1
+            raise ValueError(f"a boolean column holds {value!r}, not 0 or 1")
+
+        return process
+
+
 PENDING_CONDITION = "acked_at IS NULL"
 
 

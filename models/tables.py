@@ -25,6 +25,7 @@ from workflow.models.base import (
     CommandRequest,
     OutboxEvent,
     StateRecord,
+    StoredBoolean,
     TransitionLog,
     UTCDateTime,
 )
@@ -81,7 +82,7 @@ class Application(StateRecord, Base):
     review_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     rejection_ground: Mapped[str | None] = mapped_column(sa.String(32))
     rejection_note: Mapped[str | None] = mapped_column(sa.Text)
-    old_card_returned: Mapped[bool] = mapped_column(sa.Boolean(create_constraint=False))
+    old_card_returned: Mapped[bool] = mapped_column(StoredBoolean)
 
     __table_args__ = (
         sa.CheckConstraint(_one_of("state", State), name="state"),

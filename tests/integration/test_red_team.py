@@ -542,11 +542,6 @@ def test_a_fractional_version_is_named(db_url: str, flow: wf.Workflow, raw: sa.E
     assert only_broken(flow).problem == "malformed_row"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE (small): garbage in a BOOLEAN column (old_card_returned = 'garbage') is "
-    "read as True and never named; verification does not read the column at all",
-)
 def test_garbage_in_a_boolean_column_is_named(
     db_url: str, flow: wf.Workflow, raw: sa.Engine
 ) -> None:
