@@ -232,6 +232,17 @@ def test_the_processes_show_who_may_fire_each_arrow_guards_tables_reactions_fing
     assert "files a loss report for the citizen" in text  # a reaction between machines
 
 
+def test_the_transition_tables_show_code_as_code_not_as_backticks(office: Office) -> None:
+    """The meanings are written for the Markdown docs: the page shows their `spans` as code."""
+    page = render(build_report(office.url, as_of=AS_OF))
+    processes = section(page, "processes")
+    text = re.sub(r"<svg.*?</svg>", "", processes, flags=re.S)  # the tables, not the drawings
+    assert "`" not in html.unescape(re.sub(r"<[^>]+>", "", text))
+    for machine in REGISTRY:
+        initial = machine.definition.initial
+        assert f"Creates the record in its initial state <code>{initial}</code>." in processes
+
+
 def test_stdout_gets_the_page_without_output(office: Office, tmp_path: Path) -> None:
     result = run_cli("report", db=office.url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

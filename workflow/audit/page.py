@@ -98,6 +98,15 @@ def _t(value: object) -> str:
     return html.escape(mask_text("" if value is None else str(value)))
 
 
+def _prose(value: object) -> str:
+    """Text written for the Markdown docs as page text: `_t`, then each `span` in backticks
+    shown as code (the docs render them so)."""
+    return _CODE_SPAN.sub(r"<code>\1</code>", _t(value))
+
+
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+
+
 def _when(moment: datetime | None) -> str:
     return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -172,7 +181,7 @@ def _transitions(diagram: Diagram) -> str:
             f"<code>{_t(a.target)}</code>",
             _who(a),
             _guards(a),
-            _t(a.summary),
+            _prose(a.summary),
         )
         for a in (diagram.creation, *diagram.arrows)
     ]
