@@ -460,7 +460,9 @@ def test_since_a_checkpoint_the_report_shows_whether_the_history_extends_it(
     page = out.read_text(encoding="utf-8")
     text = section(page, "checkpoint")
     assert "The history extends the checkpoint" in text
-    assert "<dt>extends</dt><dd>True</dd>" in text
+    assert "<dt>history extends it</dt><dd>yes</dd>" in text
+    assert "<dt>where the history departs from it</dt><dd>none</dd>" in text
+    assert "<dt>signature</dt><dd>unsigned</dd>" in text
     assert 'href="#checkpoint"' in page
 
     victim = office.apps["collected"]
@@ -476,6 +478,8 @@ def test_since_a_checkpoint_the_report_shows_whether_the_history_extends_it(
     text = section(out.read_text(encoding="utf-8"), "checkpoint")
     assert "does not extend the checkpoint" in text
     assert "rewritten" in text and str(victim.id) in text
+    assert "<dt>history extends it</dt><dd>no</dd>" in text
+    assert f"<dt>record</dt><dd>{victim.id}</dd>" in text
 
 
 def test_a_malformed_checkpoint_file_is_a_usage_error(office: Office, tmp_path: Path) -> None:

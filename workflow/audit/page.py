@@ -284,16 +284,62 @@ def _checkpoint(data: Mapping[str, Any]) -> str:
             else ("bad", "The history does not extend the checkpoint")
         )
         verdict = f'<div class="verdict {css}">{words}.</div>'
-    plain = [(k, v) for k, v in data.items() if not isinstance(v, list | dict)]
-    facts = "".join(f"<dt>{_t(k)}</dt><dd>{_t(_json(v))}</dd>" for k, v in plain)
+    shown = {k: v for k, v in data.items() if not (k == "ok" and verdict)}
+    plain = [(k, v) for k, v in shown.items() if not isinstance(v, list | dict)]
+    facts = "".join(f"<dt>{_t(_label(k))}</dt><dd>{_t(_fact(k, v))}</dd>" for k, v in plain)
     parts = [verdict, f"<dl class=facts>{facts}</dl>" if facts else ""]
-    for key, value in data.items():
+    for key, value in shown.items():
         if isinstance(value, dict):
-            inner = "".join(f"<dt>{_t(k)}</dt><dd>{_t(_json(v))}</dd>" for k, v in value.items())
-            parts.append(f"<h3>{_t(key)}</h3><dl class=facts>{inner}</dl>")
+            inner = "".join(
+                f"<dt>{_t(_label(k))}</dt><dd>{_t(_fact(k, v))}</dd>" for k, v in value.items()
+            )
+            parts.append(f"<h3>{_t(_label(key))}</h3><dl class=facts>{inner}</dl>")
         elif isinstance(value, list):
-            parts.append(f"<h3>{_t(key)}</h3>{_list(value)}")
+            parts.append(f"<h3>{_t(_label(key))}</h3>{_list(value)}")
     return "".join(parts)
+
+
+_LABELS = {
+    "taken_at": "checkpoint taken at",
+    "last_row": "covers the history rows with ids up to",
+    "digest": "digest of the covered rows",
+    "extends": "history extends it",
+    "signature": "signature",
+    "difference": "where the history departs from it",
+    "new_rows": "history rows written since",
+    "changed_records": "records changed since (replayed in full)",
+    "notes": "notes",
+    "problem": "problem",
+    "message": "what differs",
+    "machine": "machine",
+    "record_id": "record",
+    "seq": "history position",
+}
+"""How the page names the fields of a checkpoint comparison (`workflow.engine.checkpoint`);
+any other field is shown by its own name."""
+
+_SIGNATURES = {
+    "valid": "valid (by the public key given)",
+    "valid, by the key in the file": "valid by the key the file names (no public key given: "
+    "proves the file unchanged, not who signed it)",
+    "unsigned": "unsigned",
+    "missing": "missing (a public key was given, the checkpoint has no signature)",
+    "invalid": "invalid: trust nothing the checkpoint says",
+}
+
+
+def _label(key: str) -> str:
+    return _LABELS.get(key, key)
+
+
+def _fact(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key == "difference" and value is None:
+        return "none"
+    if key == "signature" and isinstance(value, str):
+        return _SIGNATURES.get(value, value)
+    return _json(value)
 
 
 def _list(items: list[Any]) -> str:
