@@ -17,7 +17,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy.engine import Connection, Engine
 
-from workflow.engine.store import create_engine, sqlite_transaction
+from workflow.engine.store import create_engine, is_library_engine, sqlite_transaction
 from workflow.migrations import naming
 from workflow.models import Base
 
@@ -60,7 +60,8 @@ def _run(connection: Connection) -> None:
     if connection.in_transaction():
         _migrate(connection)  # the caller's transaction: the caller commits
     elif connection.dialect.name == "sqlite":
-        with sqlite_transaction(connection, write=True, lock_table=None):
+        set_up = is_library_engine(connection.engine)
+        with sqlite_transaction(connection, write=True, lock_table=None, set_up=set_up):
             _migrate(connection)
     else:
         with connection.begin():

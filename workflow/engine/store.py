@@ -344,15 +344,16 @@ ConflictMap = Mapping[str, Callable[[], Exception]]
 
 @contextmanager
 def sqlite_transaction(
-    connection: Connection, *, write: bool, lock_table: str | None
+    connection: Connection, *, write: bool, lock_table: str | None, set_up: bool
 ) -> Iterator[None]:
     """The library's own transaction on a SQLite connection, of its engine or a host's.
 
     The driver would begin it too late (at the first write, after the reads) and never
     IMMEDIATE, so it is begun here, and the driver then commits or rolls back what was begun.
-    On a host's engine the library's settings hold for this transaction only.
+    On a host's engine the library's settings hold for this transaction only; ``set_up``
+    says the engine is the library's own (`is_library_engine`, which the caller knows).
     """
-    if is_library_engine(connection.engine):
+    if set_up:
         # Its connections carry the settings already: nothing to set or put back.
         with connection.begin():
             _begin_sqlite(connection, write=write, lock_table=lock_table)
@@ -443,14 +444,9 @@ class Store:
             with self.engine.connect() as conn:
                 _library_options(conn)  # this Connection is the library's: nothing to put back
                 if self._sqlite:
-                    if self._set_up:
-                        # The library's own engine (the common case, inlined): its connections
-                        # carry the settings already.
-                        with conn.begin():
-                            _begin_sqlite(conn, write=write, lock_table=self.lock_table)
-                            yield conn
-                        return
-                    with sqlite_transaction(conn, write=write, lock_table=self.lock_table):
+                    with sqlite_transaction(
+                        conn, write=write, lock_table=self.lock_table, set_up=self._set_up
+                    ):
                         yield conn
                     return
                 if snapshot and not write and self.dialect == "postgresql":
