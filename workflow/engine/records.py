@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from operator import itemgetter
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -247,8 +247,7 @@ class Repository:
         self.machine = machine
         t = table
         self._load = sa.select(t).where(t.c.id == sa.bindparam("record_id"))
-        self._load_locked = self._load.with_for_update()
-        self._to_change = Prepared(self._load_locked)
+        self._to_change = Prepared(self._load.with_for_update())
         self._serialised: dict[str, Prepared] = {}
         self._many_to_change: dict[str | None, Prepared] = {}
         self._inserts: dict[tuple[str, ...], Prepared] = {}
@@ -258,11 +257,8 @@ class Repository:
         self._moves_set: dict[tuple[str, ...], Prepared] = {}
         self._appending_set: Prepared | None = None
 
-    def load(
-        self, conn: Connection, record_id: uuid.UUID, *, lock: bool = False
-    ) -> RowMapping | None:
-        query = self._load_locked if lock else self._load
-        return conn.execute(query, {"record_id": record_id}).mappings().one_or_none()
+    def load(self, conn: Connection, record_id: uuid.UUID) -> RowMapping | None:
+        return conn.execute(self._load, {"record_id": record_id}).mappings().one_or_none()
 
     def load_to_change(
         self, conn: Connection, record_id: uuid.UUID, *, serialised_by: str | None = None
@@ -287,13 +283,8 @@ class Repository:
         # The value's lock, then the row's. The CTE holds a volatile function, so PostgreSQL
         # runs it as written (never inlined) and has taken its lock by the time the join
         # hands the row up to be locked.
-        key = sa.literal_column(f"'{LOCK_PREFIX}'", sa.Text).concat(t.c[column])
         value_lock = (
-            sa.select(
-                sa.func.pg_advisory_xact_lock(
-                    sa.func.hashtextextended(key, sa.literal_column("0", sa.BigInteger))
-                )
-            )
+            sa.select(_value_lock(t.c[column]))
             .where(t.c.id == sa.bindparam("record_id"))
             .cte("serialised")
         )
@@ -348,14 +339,9 @@ class Repository:
             .order_by(t.c[serialised_by])
             .subquery("serialised_values")
         )
-        key = sa.literal_column(f"'{LOCK_PREFIX}'", sa.Text).concat(values.c.value)
-        locks = sa.select(
-            sa.func.count(
-                sa.func.pg_advisory_xact_lock(
-                    sa.func.hashtextextended(key, sa.literal_column("0", sa.BigInteger))
-                )
-            ).label("locked")
-        ).cte("serialised")
+        locks = sa.select(sa.func.count(_value_lock(values.c.value)).label("locked")).cte(
+            "serialised"
+        )
         return Prepared(query.join_from(t, locks, sa.true()))
 
     def insert(self, conn: Connection, values: Mapping[str, Any]) -> None:
@@ -568,10 +554,7 @@ class Repository:
         if record_id is not None:
             query = query.where(log.c.record_id == record_id)
         low, high = id_range
-        if low is not None:
-            query = query.where(log.c.record_id >= low)
-        if high is not None:
-            query = query.where(log.c.record_id < high)
+        query = ids_within(query, log.c.record_id, at_least=low, before=high)
         return [(_as_uuid(row[0]), int(row[1])) for row in conn.execute(query)]
 
 
@@ -590,6 +573,15 @@ class _IdList(sa.types.TypeDecorator[list[Any]]):
             return None
         stored = self.id_type.dialect_impl(dialect).bind_processor(dialect)
         return json.dumps([stored(v) if stored else v for v in value])
+
+
+def _value_lock(value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """PostgreSQL: the lock `workflow.engine.store.lock_value` takes on ``value``, as an
+    expression a query evaluates (the same key, so the two wait for each other)."""
+    key = sa.literal_column(f"'{LOCK_PREFIX}'", sa.Text).concat(value)
+    return sa.func.pg_advisory_xact_lock(
+        sa.func.hashtextextended(key, sa.literal_column("0", sa.BigInteger))
+    )
 
 
 def _quoted(name: str) -> str:
@@ -633,14 +625,17 @@ def _cas(
     }
 
 
+_Query = TypeVar("_Query", bound="sa.Select[*tuple[Any, ...]]")
+
+
 def ids_within(
-    query: sa.Select[Any],
+    query: _Query,
     column: sa.ColumnElement[Any],
     *,
     after: Any = None,
     at_least: Any = None,
     before: Any = None,
-) -> sa.Select[Any]:
+) -> _Query:
     """``query`` kept to the rows whose ``column`` is after ``after``, at least ``at_least``
     and before ``before``: each bound when given (a value, or a bound parameter)."""
     if after is not None:
